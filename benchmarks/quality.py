@@ -1,0 +1,73 @@
+"""Validation loss per wall-clock: `charlstm train` on tiny-shakespeare for a fixed time.
+
+Prints one JSON line per run (final validation loss on the full validation split, in
+nats and bits per character) and a short table. Extra arguments after `--` are passed
+to `charlstm train`, e.g. to compare settings:
+
+    python benchmarks/quality.py --seconds 90 300
+    python benchmarks/quality.py --seconds 90 -- --batch-size 32 --seq-len 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def run(seconds: float, extra: list[str], corpus: Path) -> dict:
+    with tempfile.TemporaryDirectory() as root:
+        cmd = [
+            sys.executable,
+            "-m",
+            "charlstm",
+            "train",
+            str(corpus),
+            "--max-time",
+            f"{seconds}s",
+            "--sample-every",
+            "0",
+            "--checkpoints",
+            root,
+            *extra,
+        ]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        metrics = [json.loads(line) for line in next(Path(root).glob("*/metrics.jsonl")).read_text().splitlines()]
+    final = metrics[-1]
+    return {
+        "benchmark": "quality",
+        "seconds": seconds,
+        "options": " ".join(extra),
+        "steps": final["step"],
+        "val_loss": round(final["val_loss"], 4),
+        "val_bpc": round(final["val_bpc"], 4),
+        "best_val_loss": round(min(m["val_loss"] for m in metrics), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[90, 300])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("extra", nargs="*", help="options for charlstm train (after --)")
+    args = parser.parse_args()
+    rows = []
+    for seconds in args.seconds:
+        row = run(seconds, args.extra, args.corpus)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(f"{'seconds':>8} {'steps':>7} {'val nats/char':>14} {'bits/char':>10}  options", file=sys.stderr)
+    for r in rows:
+        print(
+            f"{r['seconds']:>8g} {r['steps']:>7} {r['val_loss']:>14.4f} {r['val_bpc']:>10.4f}  {r['options']}",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""The `charlstm` command: parse options, call the library, print. Nothing else.
+
+torch is imported inside the commands, never at module level, so `charlstm --help`
+stays fast. Every error a user can cause ends here as one line on stderr (see `main`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from charlstm import __version__
+from charlstm.errors import CharlstmError
+
+app = typer.Typer(
+    name="charlstm",
+    help="Train character-level LSTM language models, stream samples, and see inside the gates.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charlstm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set CHARLSTM_DEBUG=1).")] = False,
+) -> None:
+    """`--debug` is read by `main` before parsing, so that it also covers parsing errors."""
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user actually typed (Typer defaults are None here)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+class _ProgressPrinter:
+    """A tqdm bar on a terminal; one plain line per evaluation when output is piped."""
+
+    def __init__(self, interactive: bool):
+        self.interactive = interactive
+        self.bar = None
+        self.last_loss = math.nan
+
+    def started(self, trainer) -> None:
+        from tqdm import tqdm
+
+        from charlstm.model import parameter_count
+
+        c, m = trainer.config, trainer.model.config
+        budget = []
+        if c.max_steps:
+            budget.append(f"{c.max_steps} steps")
+        if c.max_time:
+            budget.append(f"{c.max_time:g} s")
+        self.message(
+            f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters | "
+            f"corpus {trainer.data.name}: {len(trainer.data.train):,} train / {len(trainer.data.val):,} val chars, "
+            f"vocabulary {len(trainer.data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
+            f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
+        )
+        if trainer.step:
+            self.message(
+                f"resumed at step {trainer.step} "
+                f"({trainer.elapsed:.0f} s trained, best val {trainer.best_val_loss:.4f})"
+            )
+        self.trainer = trainer
+        by_steps = bool(c.max_steps) and not c.max_time
+        self.bar = tqdm(
+            total=c.max_steps if by_steps else (c.max_time or None),
+            initial=trainer.step if by_steps else int(trainer.elapsed),
+            unit="step" if by_steps else "s",
+            dynamic_ncols=True,
+            disable=not self.interactive,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}{postfix}]"
+            if c.max_time
+            else None,
+        )
+        self.by_steps = by_steps
+
+    def stepped(self, step: int, loss: float, chars_per_sec: float) -> None:
+        self.last_loss = loss
+        self.chars_per_sec = chars_per_sec
+        if self.bar is not None:
+            self.bar.n = step if self.by_steps else min(self.trainer.elapsed, self.bar.total or math.inf)
+            self.bar.set_postfix_str(f"step {step}, loss {loss:.3f}, {chars_per_sec / 1000:.1f}k chars/s", refresh=True)
+
+    def evaluated(self, step: int, val_loss: float | None, improved: bool) -> None:
+        val = f"val {val_loss:.4f} nats ({val_loss / math.log(2):.3f} bits)/char" if val_loss is not None else "no val"
+        saved = "last.pt + best.pt" if improved else "last.pt"
+        speed = getattr(self, "chars_per_sec", 0.0)
+        self.message(
+            f"step {step:>6} | train {self.last_loss:.4f} | {val} | {speed / 1000:.1f}k chars/s | saved {saved}"
+        )
+
+    def sampled(self, step: int, text: str) -> None:
+        self.message(f"--- sample at step {step} ---\n{text}\n---")
+
+    def message(self, text: str) -> None:
+        from tqdm import tqdm
+
+        if self.interactive:
+            tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@app.command(
+    epilog="Examples:\n\n  charlstm train\n\n  charlstm train corpus.txt --max-time 10m\n\n"
+    "  charlstm train corpus.txt --cell gru --layers 3 --hidden 512\n\n"
+    "  charlstm train --resume checkpoints/corpus-20261124-101500"
+)
+def train(
+    corpus: Annotated[
+        Path | None,
+        typer.Argument(help="UTF-8 text file. Default: Python's own standard-library source.", show_default=False),
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option("--max-time", help="Time budget: 90s, 10m, 2h; 0 = no limit. [default: 5m]", show_default=False),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Step budget; 0 = no limit. [default: 0]", show_default=False)
+    ] = None,
+    cell: Annotated[
+        str | None, typer.Option("--cell", help="lstm, gru, indylstm or rnn. [default: lstm]", show_default=False)
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option("--layers", help="Recurrent layers. [default: 2]", show_default=False)
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option("--hidden", help="Units per layer. [default: 256]", show_default=False)
+    ] = None,
+    embedding: Annotated[
+        int | None, typer.Option("--embedding", help="Character embedding size. [default: 64]", show_default=False)
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            "--dropout", help="Dropout between layers and before the decoder. [default: 0]", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-b", help="Parallel streams. [default: 32]", show_default=False)
+    ] = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option("--seq-len", help="Characters per truncated-BPTT window. [default: 64]", show_default=False),
+    ] = None,
+    batching: Annotated[
+        str | None,
+        typer.Option(
+            "--batching",
+            help="stream (carry state across windows) or random chunks. [default: stream]",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). [default: 8e-3]", show_default=False)
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option("--warmup-steps", help="Linear warmup steps. [default: 100]", show_default=False)
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option("--weight-decay", help="AdamW weight decay on matrices. [default: 0.01]", show_default=False),
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        typer.Option("--grad-clip", help="Clip the gradient norm; 0 = off. [default: 1]", show_default=False),
+    ] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option("--eval-every", help="Steps between validation + checkpoint. [default: 250]", show_default=False),
+    ] = None,
+    sample_every: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-every", help="Steps between printed samples; 0 = off. [default: 500]", show_default=False
+        ),
+    ] = None,
+    val_frac: Annotated[
+        float | None,
+        typer.Option("--val-frac", help="Fraction of the text (its tail) held out. [default: 0.1]", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed for weights, dropout and batches. [default: 1337]", show_default=False),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda or mps. [default: auto]", show_default=False)
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="auto (bf16 where native), fp32 or bf16. [default: auto]", show_default=False),
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="Text encoding of the corpus. [default: utf-8]", show_default=False)
+    ] = None,
+    errors: Annotated[
+        str | None,
+        typer.Option("--errors", help="strict, or replace to accept bad bytes. [default: strict]", show_default=False),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.", show_default=False)
+    ] = None,
+    init_from: Annotated[
+        str | None, typer.Option("--init-from", help="Start a new run from a checkpoint's weights.", show_default=False)
+    ] = None,
+    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder that holds the runs.")] = Path(
+        "checkpoints"
+    ),
+    keep_freed_memory: Annotated[
+        bool, typer.Option(help="Keep freed memory in the process (glibc), ~30% faster on CPU.")
+    ] = True,
+) -> None:
+    """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
+    from charlstm import train as training
+
+    train_options = _given(
+        encoding=encoding,
+        errors=errors,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        batching=batching,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        max_steps=max_steps,
+        max_time=training.parse_duration(max_time) if max_time is not None else None,
+        eval_every=eval_every,
+        sample_every=sample_every,
+        val_frac=val_frac,
+        seed=seed,
+        device=device,
+        precision=precision,
+    )
+    model_options = _given(cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout)
+    if resume is not None:
+        if corpus is not None or model_options or init_from is not None:
+            raise CharlstmError("--resume takes the corpus and model from the run; give only budget options with it")
+        trainer = training.resume(resume, train_options)
+    else:
+        config = training.TrainConfig(corpus=str(corpus) if corpus is not None else None, **train_options)
+        trainer = training.start(model_options, config, checkpoints, init_from)
+    if keep_freed_memory:
+        training.keep_freed_memory()
+    printer = _ProgressPrinter(interactive=sys.stderr.isatty())
+    try:
+        result = trainer.run(printer)
+    finally:
+        printer.close()
+    best = (
+        f"best val {result['best_val_loss']:.4f} nats/char"
+        if math.isfinite(result["best_val_loss"])
+        else "no validation"
+    )
+    printer.message(f"done: {result['step']} steps in {result['elapsed']:.0f} s, {best}; run {trainer.run_dir}")
+    printer.message(f"sample it: charlstm sample --checkpoint {trainer.run_dir}")
+
+
+@app.command(
+    epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
+    "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
+)
+def sample(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", "-t", help="0 = greedy; lower is safer, higher is wilder.")
+    ] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample from the k likeliest characters; 0 = off.")] = 0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Sample from the smallest set with this much probability; 1 = off.")
+    ] = 1.0,
+    prime: Annotated[
+        str | None, typer.Option("--prime", "-p", help="Text to continue. Default: a newline.", show_default=False)
+    ] = None,
+    prime_file: Annotated[
+        Path | None, typer.Option("--prime-file", help="Read the prime text from a file.", show_default=False)
+    ] = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="How many new characters to write.")] = 500,
+    seed: Annotated[int | None, typer.Option("--seed", help="Make the sample repeatable.", show_default=False)] = None,
+) -> None:
+    """Stream text from a trained model, character by character."""
+    from charlstm import checkpoint as checkpoints
+    from charlstm.corpus import read_text
+    from charlstm.sample import SamplingConfig, default_prime, generate
+
+    config = SamplingConfig(temperature, top_k, top_p)
+    if prime is not None and prime_file is not None:
+        raise CharlstmError("give --prime or --prime-file, not both")
+    model, vocabulary, _ = checkpoints.load_model(checkpoints.resolve(checkpoint))
+    if prime_file is not None:
+        prime = read_text(prime_file)
+    prime = prime if prime is not None else default_prime(vocabulary)
+    chars = generate(model, vocabulary, prime, length, config, seed)
+    out = sys.stdout
+    if out.isatty():
+        _console().print(prime, style="bold cyan", end="")
+    else:
+        out.write(prime)
+    for ch in chars:
+        out.write(ch)
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+def _report(message: str) -> None:
+    print(f"charlstm: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure is one line on stderr and an exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    code = 0
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="charlstm")
+        code = result if isinstance(result, int) else 0
+    except typer.Abort:
+        _report("aborted")
+        code = EXIT_INTERRUPTED
+    except typer.TyperException as e:
+        hint = (
+            f" (see: charlstm {e.ctx.info_name} --help)"
+            if getattr(e, "ctx", None) and e.ctx.info_name != "charlstm"
+            else ""
+        )
+        _report(e.format_message() + hint)
+        code = EXIT_USAGE
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except KeyboardInterrupt:
+        _report("interrupted")
+        code = EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            raise
+        from charlstm.train import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            print(f"charlstm: {e}; continue with: charlstm train --resume {e.path.parent}", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        elif isinstance(e, CharlstmError):
+            _report(str(e))
+            code = EXIT_ERROR
+        else:
+            _report(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+            code = EXIT_ERROR
+    sys.exit(code)

@@ -1,0 +1,159 @@
+"""Text in, token batches out.
+
+Reading is strict by default and every failure names the file and the fix, because a
+corpus problem found after an hour of training costs the hour. Batches are addressed by
+step number alone (no iterator state), so the data position of a run is just its step
+and resuming is exact by construction.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charlstm.errors import CharlstmError
+
+DEFAULT_CORPUS_CHARS = 4_000_000
+MAX_VOCABULARY = 5_000
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """The text of a corpus file, with a BOM dropped and CRLF line ends made LF."""
+    path = Path(path)
+    if not path.exists():
+        raise CharlstmError(f"corpus {path} does not exist")
+    if path.is_dir():
+        raise CharlstmError(f"corpus {path} is a directory; give a text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CharlstmError(f"cannot read corpus {path}: {e.strerror}") from e
+    if not raw:
+        raise CharlstmError(f"corpus {path} is empty")
+    if b"\x00" in raw[:1_000_000] and not encoding.lower().replace("-", "").startswith("utf16"):
+        raise CharlstmError(f"corpus {path} looks binary (it has NUL bytes); give a text file")
+    try:
+        text = raw.decode(encoding, errors)
+    except LookupError as e:
+        raise CharlstmError(f"unknown encoding {encoding!r}") from e
+    except UnicodeDecodeError as e:
+        raise CharlstmError(
+            f"corpus {path} is not valid {encoding} (byte {e.start}); "
+            "pass --encoding (e.g. latin-1) or --errors replace"
+        ) from e
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    check_text(text, str(path))
+    return text
+
+
+def check_text(text: str, name: str) -> None:
+    """Refuse text that cannot be a character-level corpus."""
+    if not text:
+        raise CharlstmError(f"corpus {name} has no characters")
+    vocabulary = len(set(text))
+    if vocabulary > MAX_VOCABULARY:
+        raise CharlstmError(
+            f"corpus {name} has {vocabulary} distinct characters (more than {MAX_VOCABULARY}); "
+            "it looks binary or mixes many scripts"
+        )
+
+
+def default_corpus() -> str:
+    """A few MB of Python source from this interpreter's own standard library.
+
+    Every Python installation has it, so `charlstm train` works with no download and the
+    project ships no text it did not write. Files are taken in sorted order until the
+    budget is met, so the corpus is the same on every run of the same Python.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    parts: list[str] = []
+    size = 0
+    for file in sorted(stdlib.glob("*.py")):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= DEFAULT_CORPUS_CHARS:
+            break
+    if not parts:
+        raise CharlstmError(f"this Python has no standard-library source under {stdlib}; give a corpus file")
+    return "".join(parts)
+
+
+def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training head and validation tail: contiguous, so no text leaks across the cut."""
+    if not 0.0 <= val_frac < 1.0:
+        raise CharlstmError(f"--val-frac must be in [0, 1), got {val_frac}")
+    n_val = int(len(tokens) * val_frac)
+    return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    carry_state: bool
+
+
+class StreamBatches:
+    """`streams` contiguous streams read side by side, `seq_len` characters a step.
+
+    This is char-rnn's truncated BPTT: row b of step k continues row b of step k-1, so the
+    hidden state carried between steps is real context. After the last window of an
+    epoch the streams start again and the carried state must be dropped.
+    """
+
+    def __init__(self, tokens: torch.Tensor, streams: int, seq_len: int, what: str = "training split"):
+        length = (len(tokens) - 1) // streams
+        self.windows = length // seq_len
+        if self.windows < 1:
+            raise CharlstmError(
+                f"the {what} ({len(tokens)} characters) is shorter than {streams} streams of "
+                f"{seq_len + 1} characters; use a longer corpus or smaller --batch-size/--seq-len"
+            )
+        self.seq_len = seq_len
+        used = streams * length
+        self.inputs = tokens[:used].view(streams, length)
+        self.targets = tokens[1 : used + 1].view(streams, length)
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def batch(self, step: int) -> Batch:
+        window = step % self.windows
+        cols = slice(window * self.seq_len, (window + 1) * self.seq_len)
+        return Batch(self.inputs[:, cols], self.targets[:, cols], carry_state=window != 0)
+
+
+class RandomBatches:
+    """Independent random chunks each step, with a fresh zero state.
+
+    The chunk offsets of step k come from a generator seeded by (seed, k), so any step's
+    batch can be rebuilt without replaying the ones before it.
+    """
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int):
+        if len(tokens) < seq_len + 2:
+            raise CharlstmError(
+                f"the training split ({len(tokens)} characters) is shorter than one sequence "
+                f"of {seq_len + 1}; use a longer corpus or a smaller --seq-len"
+            )
+        self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
+
+    def batch(self, step: int) -> Batch:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        starts = torch.randint(len(self.tokens) - self.seq_len - 1, (self.batch_size,), generator=generator)
+        index = starts[:, None] + torch.arange(self.seq_len + 1)
+        chunks = self.tokens[index]
+        return Batch(chunks[:, :-1], chunks[:, 1:], carry_state=False)
+
+
+def validation_streams(tokens: torch.Tensor, max_streams: int, seq_len: int) -> StreamBatches:
+    """Streams over (almost) the whole validation split, as many as it can fill."""
+    streams = max(1, min(max_streams, (len(tokens) - 1) // seq_len))
+    return StreamBatches(tokens, streams, seq_len, what="validation split (raise --val-frac)")

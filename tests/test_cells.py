@@ -1,0 +1,93 @@
+"""The explicit cells are the reference; the fused kernels must agree with them."""
+
+import pytest
+import torch
+
+from charlstm.cells import GRUCell, IndyLSTMCell, LSTMCell, RNNCell
+from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, Stepper
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def run_explicit(model: CharLSTM, ids: torch.Tensor):
+    stepper = Stepper(model)
+    state = stepper.initial_state(ids.shape[0])
+    logits = []
+    for t in range(ids.shape[1]):
+        step_logits, state, _ = stepper.step(ids[:, t], state)
+        logits.append(step_logits)
+    return torch.stack(logits, dim=1), stepper.to_fused_state(state)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cell", CELL_TYPES)
+def test_fused_and_explicit_paths_agree_on_the_same_weights(cell, device):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, cell=cell, layers=3, hidden=48, embedding=20, dropout=0.3)
+    model = CharLSTM(config).to(device)
+    ids = torch.randint(0, 50, (3, 300), device=device)
+    # A few training steps with dropout on, so the weights are not the initial ones.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        logits, _ = model.train()(ids[:, :40])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:41].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():
+        fused_logits, fused_state = model(ids)
+    explicit_logits, explicit_state = run_explicit(model, ids)
+    torch.testing.assert_close(explicit_logits, fused_logits, atol=2e-5, rtol=1e-4)
+    for explicit, fused in zip(explicit_state, fused_state, strict=True):
+        torch.testing.assert_close(explicit, fused, atol=2e-5, rtol=1e-4)
+
+
+def test_lstm_cell_reads_like_its_equations():
+    """One step by hand, gate by gate, in PyTorch's i, f, g, o row order."""
+    torch.manual_seed(1)
+    hidden, inputs = 3, 2
+    w_ih, w_hh = torch.randn(4 * hidden, inputs), torch.randn(4 * hidden, hidden)
+    b_ih, b_hh = torch.randn(4 * hidden), torch.randn(4 * hidden)
+    x, h, c = torch.randn(1, inputs), torch.randn(1, hidden), torch.randn(1, hidden)
+    cell = LSTMCell(w_ih, w_hh, b_ih, b_hh)
+    (h_new, c_new), (i, f, g, o) = cell.step(cell.project_input(x), (h, c))
+    pre = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    rows = lambda k: pre[:, k * hidden : (k + 1) * hidden]  # noqa: E731
+    torch.testing.assert_close(i, torch.sigmoid(rows(0)))
+    torch.testing.assert_close(f, torch.sigmoid(rows(1)))
+    torch.testing.assert_close(g, torch.tanh(rows(2)))
+    torch.testing.assert_close(o, torch.sigmoid(rows(3)))
+    torch.testing.assert_close(c_new, f * c + i * g)
+    torch.testing.assert_close(h_new, o * torch.tanh(c_new))
+
+
+def _cells_float64(hidden=4, inputs=3):
+    g = torch.Generator().manual_seed(2)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    return {
+        "lstm": (LSTMCell, (r(4 * hidden, inputs), r(4 * hidden, hidden), r(4 * hidden), r(4 * hidden)), 2),
+        "indylstm": (IndyLSTMCell, (r(4 * hidden, inputs), r(4 * hidden), r(4 * hidden)), 2),
+        "gru": (GRUCell, (r(3 * hidden, inputs), r(3 * hidden, hidden), r(3 * hidden), r(3 * hidden)), 1),
+        "rnn": (RNNCell, (r(hidden, inputs), r(hidden, hidden), r(hidden), r(hidden)), 1),
+    }, r
+
+
+@pytest.mark.parametrize("cell", CELL_TYPES)
+def test_explicit_cell_gradients_match_numerical_gradients(cell):
+    cells, r = _cells_float64()
+    kind, weights, state_size = cells[cell]
+    x = r(2, 3)
+    state = tuple(r(2, 4) for _ in range(state_size))
+
+    def two_steps(x, *args):
+        c = kind(*args[: len(weights)])
+        s = tuple(args[len(weights) :])
+        s, _ = c.step(c.project_input(x), s)
+        s, _ = c.step(c.project_input(torch.tanh(x)), s)
+        return s
+
+    assert torch.autograd.gradcheck(two_steps, (x, *weights, *state))

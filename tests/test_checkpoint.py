@@ -1,0 +1,135 @@
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+from charlstm import checkpoint
+from charlstm.errors import CharlstmError
+from charlstm.model import CharLSTM, ModelConfig
+
+
+def make_checkpoint(path, hidden=8):
+    torch.manual_seed(0)
+    model = CharLSTM(ModelConfig(vocab_size=3, hidden=hidden, embedding=4))
+    payload = {
+        "format": checkpoint.FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "vocabulary": "abc",
+        "model": model.state_dict(),
+    }
+    checkpoint.save_atomic(payload, path)
+    return model
+
+
+def test_a_checkpoint_loads_with_weights_only_and_rebuilds_the_model(tmp_path):
+    model = make_checkpoint(tmp_path / "a.pt")
+    raw = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert raw["vocabulary"] == "abc"
+    loaded, vocabulary, _ = checkpoint.load_model(tmp_path / "a.pt")
+    assert vocabulary.chars == "abc"
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    make_checkpoint(path)
+    before = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        make_checkpoint(path, hidden=16)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_disk_error_during_save_is_one_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    make_checkpoint(path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CharlstmError, match="No space left.*previous file is intact"):
+        make_checkpoint(path)
+    assert checkpoint.load(path)["vocabulary"] == "abc"
+
+
+def test_truncated_and_random_files_are_refused(tmp_path):
+    good = tmp_path / "good.pt"
+    make_checkpoint(good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    noise = []
+    for seed in range(20):
+        noise.append(tmp_path / f"noise{seed}.pt")
+        noise[-1].write_bytes(random.Random(seed).randbytes(4096))
+    for bad in (truncated, *noise):
+        with pytest.raises(CharlstmError, match="not a readable checkpoint"):
+            checkpoint.load(bad)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": 1, "payload": _Exploit()}, evil)
+    with pytest.raises(CharlstmError, match="refuses"):
+        checkpoint.load(evil)
+    assert not (tmp_path / "PWNED").exists()
+    plain_pickle = tmp_path / "plain.pt"
+    plain_pickle.write_bytes(pickle.dumps(_Exploit(), protocol=2))
+    with pytest.raises(CharlstmError):
+        checkpoint.load(plain_pickle)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_newer_format_is_refused_with_advice(tmp_path):
+    path = tmp_path / "future.pt"
+    checkpoint.save_atomic({"format": checkpoint.FORMAT_VERSION + 1}, path)
+    with pytest.raises(CharlstmError, match="upgrade charlstm"):
+        checkpoint.load(path)
+
+
+def test_a_checkpoint_saved_from_cuda_loads_on_the_cpu(tmp_path):
+    """Rewrite the storage locations to cuda:0, as a GPU-trained file has them."""
+    path = tmp_path / "gpu.pt"
+    make_checkpoint(path)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    pkl = next(name for name in entries if name.endswith("data.pkl"))
+    assert b"X\x03\x00\x00\x00cpu" in entries[pkl]
+    entries[pkl] = entries[pkl].replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+    model, _, _ = checkpoint.load_model(path)
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_run_folders_resolve_to_best_then_last_and_the_newest_run_is_found(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    make_checkpoint(old / "last.pt")
+    make_checkpoint(new / "last.pt")
+    os.utime(old / "last.pt", (1, 1))
+    assert checkpoint.resolve(None, root=tmp_path) == new / "last.pt"
+    make_checkpoint(new / "best.pt")
+    assert checkpoint.resolve(new) == new / "best.pt"
+    with pytest.raises(CharlstmError, match="no trained runs"):
+        checkpoint.resolve(None, root=tmp_path / "empty")

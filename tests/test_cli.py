@@ -1,0 +1,213 @@
+"""The command line as a user meets it: every mistake is one line, an exit code, no traceback."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from charlstm.cli import main
+from tests.conftest import TINY_MODEL, run_cli
+
+
+def invoke(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, trained_run):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.txt").write_bytes(b"")
+    (d / "one.txt").write_text("a")
+    (d / "short.txt").write_text("hello world\n" * 3)
+    (d / "latin1.txt").write_bytes(b"caf\xe9 " * 2000)
+    (d / "binary.bin").write_bytes(bytes(range(256)) * 100)
+    (d / "noise.pt").write_bytes(os.urandom(2048))
+    good = (trained_run / "last.pt").read_bytes()
+    (d / "truncated.pt").write_bytes(good[: len(good) // 3])
+    (d / "prime.txt").write_text("Ω")
+    (d / "runs").mkdir()
+    return d
+
+
+BAD_INPUTS = [
+    # (arguments, words the one line must contain)
+    (["train", "{bad}/missing.txt"], "does not exist"),
+    (["train", "{bad}"], "is a directory"),
+    (["train", "{bad}/empty.txt"], "is empty"),
+    (["train", "{bad}/one.txt"], "shorter than"),
+    (["train", "{bad}/short.txt"], "shorter than"),
+    (["train", "{bad}/latin1.txt"], "--encoding"),
+    (["train", "{bad}/binary.bin"], "binary"),
+    (["train", "{corpus}", "--hidden", "0"], "--hidden must be at least 1"),
+    (["train", "{corpus}", "--layers", "-2"], "--layers must be at least 1"),
+    (["train", "{corpus}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["train", "{corpus}", "--val-frac", "1.0"], "--val-frac must be in [0, 1)"),
+    (["train", "{corpus}", "--val-frac", "0.0001"], "validation split"),
+    (["train", "{corpus}", "--device", "tpu"], "--device must be"),
+    (["train", "{corpus}", "--cell", "transformer"], "unknown cell"),
+    (["train", "{corpus}", "--max-time", "soon"], "duration"),
+    (["train", "{corpus}", "--lr", "nan"], "--lr must be a positive number"),
+    (["train", "{corpus}", "--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["train", "{corpus}", "--layers", "two"], "--layers"),
+    (["train", "--resume", "{bad}/runs"], "no last.pt"),
+    (["train", "--resume", "{run}", "--hidden", "64"], "--resume takes the corpus and model"),
+    (["sample", "--checkpoint", "{bad}/missing.pt"], "does not exist"),
+    (["sample", "--checkpoint", "{bad}/noise.pt"], "not a readable checkpoint"),
+    (["sample", "--checkpoint", "{bad}/truncated.pt"], "not a readable checkpoint"),
+    (["sample", "--checkpoint", "{bad}/runs"], "has no best.pt or last.pt"),
+    (["sample", "--checkpoint", "{run}", "-t", "-1"], "--temperature must be"),
+    (["sample", "--checkpoint", "{run}", "-t", "nan"], "--temperature must be"),
+    (["sample", "--checkpoint", "{run}", "--top-k", "-3"], "--top-k"),
+    (["sample", "--checkpoint", "{run}", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["sample", "--checkpoint", "{run}", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["sample", "--checkpoint", "{run}", "-n", "-5"], "--length must be >= 0"),
+    (["sample", "--checkpoint", "{run}", "-p", "Ωmega"], "never saw: 'Ω'"),
+    (["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/prime.txt"], "never saw: 'Ω'"),
+    (["sample", "--checkpoint", "{run}", "--temperature", "hot"], "--temperature"),
+    (["sample", "--bogus"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_a_nonzero_exit(
+    capsys, tmp_path, bad_files, small_corpus, trained_run, args, expected
+):
+    places = {"bad": bad_files, "corpus": small_corpus, "run": trained_run}
+    args = [a.format(**places) for a in args]
+    if args[0] == "train":
+        args += ["--checkpoints", str(tmp_path / "runs"), "--max-steps", "1"]
+    checkpoints_before = {p: p.read_bytes() for p in trained_run.iterdir()}
+    code, out, err = invoke(capsys, *args)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("charlstm: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in err + out
+    assert {p: p.read_bytes() for p in trained_run.iterdir()} == checkpoints_before
+    assert not list((tmp_path / "runs").glob("*/*.pt"))
+
+
+def test_debug_shows_the_traceback(capsys, bad_files):
+    with pytest.raises(Exception, match="does not exist"):
+        main(["--debug", "sample", "--checkpoint", str(bad_files / "missing.pt")])
+
+
+def test_sample_streams_the_asked_number_of_characters(capsys, trained_run):
+    code, out, err = invoke(
+        capsys, "sample", "--checkpoint", str(trained_run), "-p", "ROMEO:", "-n", "120", "--seed", "3"
+    )
+    assert code == 0 and err == ""
+    assert out.startswith("ROMEO:") and out.endswith("\n")
+    assert len(out) == len("ROMEO:") + 120 + 1
+    _, again, _ = invoke(capsys, "sample", "--checkpoint", str(trained_run), "-p", "ROMEO:", "-n", "120", "--seed", "3")
+    assert again == out
+
+
+def test_sample_defaults_to_the_newest_runs_best_checkpoint(capsys, tmp_path, trained_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(trained_run, tmp_path / "checkpoints" / trained_run.name)
+    code, out, _ = invoke(capsys, "sample", "-n", "10", "-t", "0")
+    assert code == 0 and len(out) == 1 + 10 + 1
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys\nfrom charlstm.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stdout and "sample" in result.stdout
+    assert run_cli("--version").stdout.startswith("charlstm ")
+
+
+def test_every_command_has_help_with_examples():
+    for command in ("train", "sample"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert "Examples" in result.stdout and f"charlstm {command}" in result.stdout
+
+
+def test_sample_piped_into_head_ends_quietly(trained_run):
+    result = subprocess.run(
+        f"{sys.executable} -m charlstm sample --checkpoint {trained_run} -n 100000 | head -c 300",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert len(result.stdout) == 300
+    assert result.stderr == ""
+
+
+def test_piped_output_has_no_escape_codes(trained_run):
+    result = run_cli("sample", "--checkpoint", str(trained_run), "-n", "50", "-p", "KING")
+    assert result.returncode == 0 and "\x1b[" not in result.stdout and result.stdout.startswith("KING")
+
+
+def test_train_end_to_end_on_the_command_line(tmp_path, small_corpus):
+    result = run_cli(
+        "train",
+        str(small_corpus),
+        "--max-steps",
+        "20",
+        "--max-time",
+        "0",
+        "--eval-every",
+        "10",
+        "--sample-every",
+        "10",
+        "--checkpoints",
+        str(tmp_path),
+        *TINY_MODEL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "step     10 | train" in result.stderr and "sample at step 10" in result.stderr
+    assert "\x1b[" not in result.stderr
+    (run,) = tmp_path.iterdir()
+    payload = torch.load(run / "last.pt", weights_only=True)
+    assert payload["resume"]["step"] == 20
+
+
+def test_ctrl_c_saves_last_and_exits_130(tmp_path, small_corpus):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charlstm",
+            "train",
+            str(small_corpus),
+            "--max-time",
+            "0",
+            "--eval-every",
+            "100000",
+            "--checkpoints",
+            str(tmp_path),
+            *TINY_MODEL,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import signal
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("*/config.json")):
+        time.sleep(0.2)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "charlstm train --resume" in err
+    (run,) = tmp_path.iterdir()
+    assert torch.load(run / "last.pt", weights_only=True)["resume"]["step"] > 0

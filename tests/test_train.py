@@ -1,0 +1,128 @@
+import json
+import math
+
+import pytest
+import torch
+
+from charlstm import checkpoint
+from charlstm.errors import CharlstmError
+from charlstm.train import TrainConfig, TrainingInterrupted, TrainListener, parse_duration, resume, start
+
+MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
+
+
+def config(corpus, **overrides):
+    base = {
+        "corpus": str(corpus),
+        "batch_size": 8,
+        "seq_len": 32,
+        "max_steps": 40,
+        "max_time": 0,
+        "eval_every": 15,
+        "sample_every": 0,
+        "warmup_steps": 5,
+        "device": "cpu",
+    }
+    return TrainConfig(**(base | overrides))
+
+
+class InterruptAt(TrainListener):
+    def __init__(self, step):
+        self.step = step
+
+    def stepped(self, step, loss, chars_per_sec):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def weights(path):
+    return checkpoint.load(path)["model"]
+
+
+@pytest.mark.parametrize("batching", ["stream", "random"])
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, small_corpus, batching):
+    straight = start(MODEL, config(small_corpus, batching=batching), tmp_path / "a")
+    straight.run()
+    interrupted = start(MODEL, config(small_corpus, batching=batching), tmp_path / "b")
+    with pytest.raises(TrainingInterrupted) as stop:
+        interrupted.run(InterruptAt(20))
+    assert checkpoint.load(stop.value.path)["resume"]["step"] == 20
+    resumed = resume(str(interrupted.run_dir), {})
+    assert resumed.step == 20
+    with pytest.raises(TrainingInterrupted):
+        resumed.run(InterruptAt(30))
+    resume(str(interrupted.run_dir), {}).run()
+    a, b = weights(straight.run_dir / "last.pt"), weights(interrupted.run_dir / "last.pt")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, max_steps=60, eval_every=30, lr=1e-2), tmp_path)
+    result = trainer.run()
+    names = sorted(p.name for p in trainer.run_dir.iterdir())
+    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    metrics = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [30, 60]
+    assert metrics[-1]["val_loss"] < math.log(len(trainer.data.vocabulary)) - 0.5
+    assert result["best_val_loss"] == min(m["val_loss"] for m in metrics)
+    assert json.loads((trainer.run_dir / "config.json").read_text())["model"]["hidden"] == 32
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus):
+    class Poison(TrainListener):
+        def evaluated(self, step, val_loss, improved):
+            with torch.no_grad():
+                trainer.model.decoder.bias[0] = math.nan
+
+    trainer = start(MODEL, config(small_corpus, eval_every=10), tmp_path)
+    with pytest.raises(CharlstmError, match="loss became nan by step 20"):
+        trainer.run(Poison())
+    saved = checkpoint.load(trainer.run_dir / "last.pt")
+    assert saved["resume"]["step"] == 10
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, max_steps=15), tmp_path)
+    trainer.run()
+    with pytest.raises(CharlstmError, match="--lr"):
+        resume(str(trainer.run_dir), {"lr": 0.5})
+    longer = resume(str(trainer.run_dir), {"max_steps": 30})
+    assert longer.config.max_steps == 30 and longer.step == 15
+
+
+def test_resume_refuses_a_corpus_that_changed(tmp_path, small_corpus):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(small_corpus.read_text())
+    trainer = start(MODEL, config(corpus, max_steps=15), tmp_path)
+    trainer.run()
+    corpus.write_text(small_corpus.read_text()[::-1])
+    with pytest.raises(CharlstmError, match="corpus has changed"):
+        resume(str(trainer.run_dir), {})
+
+
+def test_init_from_keeps_the_vocabulary_and_refuses_text_outside_it(tmp_path, small_corpus):
+    source = start(MODEL, config(small_corpus, max_steps=15), tmp_path)
+    source.run()
+    tuned = start({}, config(small_corpus, max_steps=5), tmp_path, init_from=str(source.run_dir / "last.pt"))
+    assert tuned.data.vocabulary == source.data.vocabulary
+    assert torch.equal(tuned.model.decoder.weight, source.model.decoder.weight)
+    other = tmp_path / "other.txt"
+    other.write_text("Ω" * 5000)
+    with pytest.raises(CharlstmError, match="never saw: 'Ω'"):
+        start({}, config(other), tmp_path, init_from=str(source.run_dir / "last.pt"))
+    with pytest.raises(CharlstmError, match="--hidden"):
+        start({"hidden": 64}, config(small_corpus), tmp_path, init_from=str(source.run_dir / "last.pt"))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h30m", 5400), ("45", 45), ("0", 0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "-5m", ""])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(CharlstmError, match="duration"):
+        parse_duration(text)
