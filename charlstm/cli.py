@@ -338,6 +338,143 @@ def sample(
     out.flush()
 
 
+def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[str, str]:
+    """A validation excerpt when the run's corpus is at hand, else a passage the model writes."""
+    from charlstm.corpus import default_corpus, read_text
+    from charlstm.sample import SamplingConfig, default_prime, generate
+
+    train_config = payload.get("train_config")
+    if train_config is not None:
+        try:
+            name = train_config["corpus"]
+            if name is None:
+                text = default_corpus()
+            else:
+                text = read_text(name, train_config["encoding"], train_config["errors"])
+            start = len(text) - int(len(text) * train_config["val_frac"])
+            excerpt = text[start : start + length]
+            if len(excerpt) >= min(length, 200) and not vocabulary.unknown(excerpt):
+                return excerpt, f"validation excerpt of {name or 'the default corpus'}"
+        except (CharlstmError, KeyError, TypeError):
+            pass
+    prime = default_prime(vocabulary)
+    text = prime + "".join(generate(model, vocabulary, prime, length - len(prime), SamplingConfig(0.8), seed))
+    return text, "a passage the model wrote (temperature 0.8)"
+
+
+@app.command(
+    "inspect-gates",
+    epilog="Examples:\n\n  charlstm inspect-gates\n\n"
+    "  charlstm inspect-gates --gate forget --layer 1 --unit 3 --unit 17\n\n"
+    "  charlstm inspect-gates --file speech.txt --html report.html --json trace.json",
+)
+def inspect_gates(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Text to replay.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Replay this file.", show_default=False)] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option(
+            "--gate",
+            help="input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden). [default: cell]",
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="Layer to show. Default: the strongest unit's.", show_default=False)
+    ] = None,
+    unit: Annotated[
+        list[int] | None,
+        typer.Option("--unit", help="Unit to show; repeat for more. Default: the 3 that best track a text feature."),
+    ] = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="Characters of the default passage.")] = 600,
+    show: Annotated[int, typer.Option("--show", help="Characters kept for views and exports; 0 = all.")] = 2000,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Export the raw trace as JSON.")] = None,
+    npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the default generated passage.")] = 0,
+) -> None:
+    """Colour each character by what a gate or state of chosen units does, with saturation
+    statistics and the units that track features of the text."""
+    from rich.table import Table
+
+    from charlstm import checkpoint as checkpoints
+    from charlstm import inspect
+    from charlstm.corpus import read_text
+
+    if sum(x is not None for x in (text, file)) > 1:
+        raise CharlstmError("give --text or --file, not both")
+    if length < 1 or show < 0:
+        raise CharlstmError("--length must be >= 1 and --show >= 0")
+    model, vocabulary, payload = checkpoints.load_model(checkpoints.resolve(checkpoint))
+    source = "--text"
+    if file is not None:
+        text, source = read_text(file), str(file)
+    if text is None:
+        text, source = _passage(payload, model, vocabulary, length, seed)
+    if skip_unknown:
+        text = "".join(ch for ch in text if ch in vocabulary)
+    exporting = json_path is not None or npz_path is not None
+    inspection = inspect.inspect_text(model, vocabulary, text, keep=None if exporting or show == 0 else show)
+    quantity = gate or ("cell" if "cell" in inspection.quantities else "hidden")
+    inspection.quantity_index(quantity)
+    if layer is not None and not 0 <= layer < model.config.layers:
+        raise CharlstmError(f"--layer must be in 0..{model.config.layers - 1}, got {layer}")
+    if unit:
+        bad = [u for u in unit if not 0 <= u < model.config.hidden]
+        if bad:
+            raise CharlstmError(f"--unit must be in 0..{model.config.hidden - 1}, got {bad[0]}")
+        units = unit
+        layer = layer if layer is not None else 0
+    else:
+        strongest = inspection.strongest_units(quantity, layer)
+        layer = strongest[0].layer if layer is None else layer
+        units = [f.unit for f in strongest if f.layer == layer]
+    console = _console()
+    if sys.stdout.isatty():
+        console.print(f"[bold]{source}[/bold], {len(text)} characters; {model.config.cell} {quantity}")
+        console.print(inspect.render_terminal(inspection, layer, quantity, units))
+    else:
+        sys.stdout.write(inspect.render_plain(inspection, layer, quantity, units))
+        sys.stdout.flush()
+    stats_console = console if sys.stdout.isatty() else _console(stderr=True)
+    rows = inspect.saturation_rows(inspection)
+    if rows:
+        table = Table(title=f"Gate saturation over {inspection.statistics.steps} characters (< 0.1 left, > 0.9 right)")
+        for column in ("layer", "gate", "mean left", "mean right", "units mostly left", "units mostly right"):
+            table.add_column(column, justify="right")
+        for r in rows:
+            table.add_row(
+                str(r["layer"]),
+                r["gate"],
+                f"{r['left_saturated']:.3f}",
+                f"{r['right_saturated']:.3f}",
+                f"{r['units_mostly_left']}/{r['units']}",
+                f"{r['units_mostly_right']}/{r['units']}",
+            )
+        stats_console.print(table)
+    finder = Table(title="Unit finder: the unit that best tracks each feature (Pearson r)")
+    for column in ("feature", "layer", "quantity", "unit", "r"):
+        finder.add_column(column, justify="right")
+    for f in inspection.best_per_feature():
+        finder.add_row(f.feature, str(f.layer), f.quantity, str(f.unit), f"{f.r:+.3f}")
+    stats_console.print(finder)
+    if html_path is not None:
+        title = f"charlstm inspect-gates: {source}"
+        html_path.write_text(inspect.render_html(inspection, layer, quantity, units, title), encoding="utf-8")
+        stats_console.print(f"wrote {html_path}")
+    if json_path is not None:
+        inspect.export_json(inspection, json_path)
+        stats_console.print(f"wrote {json_path}")
+    if npz_path is not None:
+        inspect.export_npz(inspection, npz_path)
+        stats_console.print(f"wrote {npz_path}")
+
+
 def _report(message: str) -> None:
     print(f"charlstm: error: {message}", file=sys.stderr)
 

@@ -35,10 +35,14 @@ class SamplingConfig:
             raise CharlstmError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def next_id(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None = None) -> int:
-    """Draw the next character id from one row of logits."""
+def next_id(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None = None) -> Tensor:
+    """Draw the next character id (a one-element tensor) from one row of logits.
+
+    The draw is argmax(p / E) with E ~ Exp(1) per character, which picks i with
+    probability p_i (the exponential race) and costs a fraction of torch.multinomial.
+    """
     if config.temperature == 0:
-        return int(logits.argmax())
+        return logits.argmax().view(1)
     logits = logits.float() / config.temperature
     if 0 < config.top_k < logits.numel():
         threshold = torch.topk(logits, config.top_k).values[-1]
@@ -49,7 +53,8 @@ def next_id(logits: Tensor, config: SamplingConfig, generator: torch.Generator |
         before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         sorted_probs = sorted_probs.masked_fill(before >= config.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax().view(1)
 
 
 def default_prime(vocabulary: Vocabulary) -> str:
@@ -90,5 +95,5 @@ def _stream(
             logits, state, _ = stepper.step(ids[i : i + 1], state)
         for _ in range(length):
             char_id = next_id(logits[0], config, generator)
-            yield vocabulary.chars[char_id]
-            logits, state, _ = stepper.step(torch.tensor([char_id], device=device), state)
+            yield vocabulary.chars[int(char_id)]
+            logits, state, _ = stepper.step(char_id, state)

@@ -211,3 +211,65 @@ def test_ctrl_c_saves_last_and_exits_130(tmp_path, small_corpus):
     assert "Traceback" not in err and "charlstm train --resume" in err
     (run,) = tmp_path.iterdir()
     assert torch.load(run / "last.pt", weights_only=True)["resume"]["step"] > 0
+
+
+def test_runs_killed_at_random_moments_and_resumed_end_bit_identical(tmp_path, small_corpus):
+    """SIGKILL (no chance to clean up) several times, resume each time, compare weights."""
+    import random
+    import signal
+    import time
+
+    budget = ["--max-steps", "120", "--max-time", "0", "--eval-every", "5", "--sample-every", "0", *TINY_MODEL]
+    straight = run_cli("train", str(small_corpus), "--checkpoints", str(tmp_path / "straight"), *budget)
+    assert straight.returncode == 0, straight.stderr
+    root = tmp_path / "killed"
+    command = [sys.executable, "-m", "charlstm", "train", str(small_corpus), "--checkpoints", str(root), *budget]
+    rng = random.Random(7)
+    kills = 0
+    while True:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and process.poll() is None and not list(root.glob("*/last.pt")):
+            time.sleep(0.05)
+        if kills < 4 and process.poll() is None:
+            time.sleep(rng.uniform(0.0, 1.0))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            if process.returncode == -signal.SIGKILL:
+                kills += 1
+        else:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+            break
+        runs = list(root.iterdir())
+        if runs and (runs[0] / "last.pt").exists():
+            (run,) = runs
+            command = [sys.executable, "-m", "charlstm", "train", "--resume", str(run)]
+    assert kills >= 3
+    (run,) = root.iterdir()
+    (reference,) = (tmp_path / "straight").iterdir()
+    a = torch.load(reference / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    assert a["resume"]["step"] == b["resume"]["step"] == 120
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+
+
+def test_output_survives_an_ascii_only_locale(trained_run):
+    result = run_cli(
+        "sample",
+        "--checkpoint",
+        str(trained_run),
+        "-n",
+        "20",
+        "-p",
+        "ROMEO",
+        env={"PYTHONIOENCODING": "ascii", "LC_ALL": "C"},
+    )
+    assert result.returncode == 0 and result.stdout.startswith("ROMEO")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_one_clear_error(capsys, tmp_path, small_corpus):
+    code, _, err = invoke(capsys, "train", str(small_corpus), "--device", "cuda", "--checkpoints", str(tmp_path))
+    assert code == 1 and "no usable CUDA GPU" in err and err.count("\n") == 1
