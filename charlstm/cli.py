@@ -431,9 +431,9 @@ def inspect_gates(
         units = unit
         layer = layer if layer is not None else 0
     else:
-        strongest = inspection.strongest_units(quantity, layer)
-        layer = strongest[0].layer if layer is None else layer
-        units = [f.unit for f in strongest if f.layer == layer]
+        if layer is None:
+            layer = inspection.strongest_units(quantity, n=1)[0].layer
+        units = [f.unit for f in inspection.strongest_units(quantity, layer)]
     console = _console()
     if sys.stdout.isatty():
         console.print(f"[bold]{source}[/bold], {len(text)} characters; {model.config.cell} {quantity}")
@@ -473,6 +473,29 @@ def inspect_gates(
     if npz_path is not None:
         inspect.export_npz(inspection, npz_path)
         stats_console.print(f"wrote {npz_path}")
+
+
+@app.command(
+    epilog="Examples:\n\n  charlstm synth copy copy.txt\n\n  charlstm synth brackets brackets.txt --chars 2000000"
+)
+def synth(
+    task: Annotated[str, typer.Argument(help="copy (recall a key across a long gap) or brackets (nested matching).")],
+    out: Annotated[Path, typer.Argument(help="File to write; an existing file is never overwritten.")],
+    chars: Annotated[int, typer.Option("--chars", help="About this many characters.")] = 1_000_000,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same text.")] = 0,
+) -> None:
+    """Write a synthetic corpus with long-range dependencies (where a plain RNN fails)."""
+    from charlstm.synthetic import make
+
+    text, probes = make(task, chars, seed)
+    try:
+        with open(out, "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise CharlstmError(f"{out} exists; charlstm never overwrites a corpus, choose another name") from None
+    except OSError as e:
+        raise CharlstmError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {out}: {len(text):,} characters, {len(probes):,} long-range predictions")
 
 
 def _report(message: str) -> None:

@@ -137,6 +137,10 @@ class Statistics:
                     result[(k, name)] = (self.low[k, q] / self.steps, self.high[k, q] / self.steps)
         return result
 
+    def feature_is_constant(self, f: int) -> bool:
+        n = self.steps
+        return bool(self.sum_ff[f] / n - (self.sum_f[f] / n) ** 2 <= 1e-12)
+
     def correlations(self) -> Tensor:
         """Pearson r of every unit's every quantity with every feature: (features, layers, quantities, units)."""
         n = self.steps
@@ -192,10 +196,13 @@ class Inspection:
         return sorted(findings, key=lambda f: -abs(f.r))[:n]
 
     def best_per_feature(self) -> list[Finding]:
-        """For each text feature, the cell or hidden unit that tracks it best, strongest first."""
+        """For each text feature that varies in the text, the cell or hidden unit that tracks
+        it best, strongest first."""
         r = self.statistics.correlations()
         best = []
         for f, feature in enumerate(FEATURES):
+            if self.statistics.feature_is_constant(f):
+                continue
             candidates = []
             for name in ("cell", "hidden"):
                 if name in self.quantities:

@@ -91,3 +91,33 @@ def test_explicit_cell_gradients_match_numerical_gradients(cell):
         return s
 
     assert torch.autograd.gradcheck(two_steps, (x, *weights, *state))
+
+
+def test_indylstm_hand_written_backward_matches_autograd_through_the_explicit_cell():
+    from charlstm.model import IndyLSTMSequence
+
+    g = torch.Generator().manual_seed(3)
+    batch, steps, hidden = 3, 7, 5
+    projected = torch.randn(batch, steps, 4 * hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    weight_hh = torch.randn(4 * hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(batch, hidden, generator=g, dtype=torch.float64, requires_grad=True)
+    inputs = (projected, weight_hh, h0, c0)
+    assert torch.autograd.gradcheck(IndyLSTMSequence.apply, inputs)
+
+    def reference(projected, weight_hh, h, c):
+        cell = IndyLSTMCell(torch.zeros(4 * hidden, 1, dtype=torch.float64), weight_hh, torch.zeros(4 * hidden))
+        outputs = []
+        for t in range(steps):
+            (h, c), _ = cell.step(projected[:, t], (h, c))
+            outputs.append(h)
+        return torch.stack(outputs, 1), h, c
+
+    weights = [torch.randn(batch, steps, hidden, generator=g, dtype=torch.float64), 2.0, 3.0]
+    gradients = []
+    for run in (IndyLSTMSequence.apply, reference):
+        outputs = run(*inputs)
+        loss = sum((w * o).sum() for w, o in zip(weights, outputs, strict=True))
+        gradients.append(torch.autograd.grad(loss, inputs))
+    for fast, slow in zip(*gradients, strict=True):
+        torch.testing.assert_close(fast, slow)

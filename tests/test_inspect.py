@@ -79,6 +79,7 @@ def test_unit_finder_finds_a_unit_that_copies_a_feature():
     best = {f.feature: f for f in inspection.best_per_feature()}
     assert (best["inside_quotes"].quantity, best["inside_quotes"].unit) == ("cell", 2)
     assert best["inside_quotes"].r > 0.99
+    assert "is_uppercase" not in best, "a feature constant over the text has no correlation to report"
     r = statistics.correlations()
     torch.testing.assert_close(
         r[inspect.FEATURES.index("inside_quotes"), 0, 1, 2].float(),
@@ -207,6 +208,8 @@ def test_skip_unknown_drops_unseen_characters(capsys, trained_run):
 def test_default_passage_is_a_validation_excerpt_of_the_runs_corpus(capsys, trained_run, small_corpus):
     code, out, _ = invoke(capsys, "inspect-gates", "--checkpoint", str(trained_run), "--length", "300")
     assert code == 0
+    header = out.splitlines()[0].split("\t")
+    assert len(header) == 2 + 3 and len({column.split(".")[0] for column in header[2:]}) == 1
     chars = "".join(json.loads(f'"{line.split(chr(9))[1]}"') for line in out.splitlines()[1:])
     text = small_corpus.read_text()
     assert chars == text[len(text) - int(len(text) * 0.1) :][:300]
