@@ -31,11 +31,19 @@ SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tiny
 
 
 def matched_hidden(cell: str, target: int, vocab: int, layers: int) -> int:
-    """The hidden size whose model is closest to `target` parameters."""
-    return min(
-        range(8, 1025, 4),
-        key=lambda h: abs(parameter_count(CharLSTM(ModelConfig(vocab, cell=cell, layers=layers, hidden=h))) - target),
-    )
+    """The hidden size whose model is closest to `target` parameters (counts grow with size)."""
+
+    def count(hidden: int) -> int:
+        return parameter_count(CharLSTM(ModelConfig(vocab, cell=cell, layers=layers, hidden=hidden)))
+
+    low, high = 1, 4096
+    while low < high:
+        middle = (low + high) // 2
+        if count(middle) < target:
+            low = middle + 1
+        else:
+            high = middle
+    return min((low - 1, low), key=lambda h: abs(count(h) - target)) if low > 1 else low
 
 
 def recall(model: CharLSTM, vocabulary: Vocabulary, val: str, probes: list, choices: str) -> float:
@@ -61,6 +69,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128, help="LSTM hidden size that sets the parameter budget")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--chars", type=int, default=500_000)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     args = parser.parse_args()
     keep_freed_memory()
     rows = []

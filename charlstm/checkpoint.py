@@ -38,8 +38,11 @@ DEFAULT_ROOT = Path("checkpoints")
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write `payload` to `path` so that `path` is always either the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -52,6 +55,16 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
             raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
         raise
     _fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written checkpoints left by a writer that was killed mid-save.
+
+    Only one trainer writes a run folder, so when a run resumes, every temporary file in
+    it belongs to a dead process; left alone, each kill would leave one behind.
+    """
+    for stale in run_dir.glob(".*.pt.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -62,7 +62,10 @@ class _ProgressPrinter:
     def __init__(self, interactive: bool):
         self.interactive = interactive
         self.bar = None
+        self.trainer = None
+        self.by_steps = False
         self.last_loss = math.nan
+        self.chars_per_sec = 0.0
 
     def started(self, trainer) -> None:
         from tqdm import tqdm
@@ -110,9 +113,9 @@ class _ProgressPrinter:
     def evaluated(self, step: int, val_loss: float | None, improved: bool) -> None:
         val = f"val {val_loss:.4f} nats ({val_loss / math.log(2):.3f} bits)/char" if val_loss is not None else "no val"
         saved = "last.pt + best.pt" if improved else "last.pt"
-        speed = getattr(self, "chars_per_sec", 0.0)
         self.message(
-            f"step {step:>6} | train {self.last_loss:.4f} | {val} | {speed / 1000:.1f}k chars/s | saved {saved}"
+            f"step {step:>6} | train {self.last_loss:.4f} | {val} | "
+            f"{self.chars_per_sec / 1000:.1f}k chars/s | saved {saved}"
         )
 
     def sampled(self, step: int, text: str) -> None:

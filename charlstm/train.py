@@ -476,4 +476,5 @@ def resume(path: str, overrides: dict[str, Any]) -> Trainer:
     data = load_data(config, Vocabulary(payload["vocabulary"]))
     trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent)
     trainer.load_state_dict(payload)
+    checkpoint.remove_stale_temporaries(file.parent)
     return trainer

@@ -133,3 +133,31 @@ def test_run_folders_resolve_to_best_then_last_and_the_newest_run_is_found(tmp_p
     assert checkpoint.resolve(new) == new / "best.pt"
     with pytest.raises(CharlstmError, match="no trained runs"):
         checkpoint.resolve(None, root=tmp_path / "empty")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_read_only_folder_is_one_clear_error(tmp_path):
+    path = tmp_path / "run" / "last.pt"
+    make_checkpoint(path)
+    (tmp_path / "run").chmod(0o500)
+    try:
+        with pytest.raises(CharlstmError, match="could not save.*intact"):
+            make_checkpoint(path)
+    finally:
+        (tmp_path / "run").chmod(0o700)
+    assert checkpoint.load(path)["vocabulary"] == "abc"
+
+
+def test_an_unwritable_location_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CharlstmError, match="could not save"):
+        make_checkpoint(blocker / "run" / "last.pt")
+
+
+def test_resume_cleans_up_what_a_killed_writer_left(tmp_path):
+    make_checkpoint(tmp_path / "last.pt")
+    (tmp_path / ".last.pt.k2j3h4.tmp").write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_text("the user's own file")
+    checkpoint.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]

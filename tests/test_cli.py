@@ -130,7 +130,7 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_every_command_has_help_with_examples():
-    for command in ("train", "sample"):
+    for command in ("train", "sample", "inspect-gates", "synth"):
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "Examples" in result.stdout and f"charlstm {command}" in result.stdout
@@ -251,6 +251,7 @@ def test_runs_killed_at_random_moments_and_resumed_end_bit_identical(tmp_path, s
     a = torch.load(reference / "last.pt", weights_only=True)
     b = torch.load(run / "last.pt", weights_only=True)
     assert a["resume"]["step"] == b["resume"]["step"] == 120
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
 
@@ -273,3 +274,34 @@ def test_output_survives_an_ascii_only_locale(trained_run):
 def test_asking_for_cuda_without_it_is_one_clear_error(capsys, tmp_path, small_corpus):
     code, _, err = invoke(capsys, "train", str(small_corpus), "--device", "cuda", "--checkpoints", str(tmp_path))
     assert code == 1 and "no usable CUDA GPU" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("cell", ["gru", "indylstm", "rnn"])
+def test_every_cell_type_trains_samples_and_is_inspected(capsys, tmp_path, small_corpus, cell):
+    code, _, err = invoke(
+        capsys,
+        "train",
+        str(small_corpus),
+        "--cell",
+        cell,
+        "--max-steps",
+        "6",
+        "--max-time",
+        "0",
+        "--eval-every",
+        "3",
+        "--sample-every",
+        "0",
+        "--checkpoints",
+        str(tmp_path),
+        *TINY_MODEL,
+    )
+    assert code == 0, err
+    (run,) = tmp_path.iterdir()
+    code, out, _ = invoke(capsys, "sample", "--checkpoint", str(run), "-n", "40", "--seed", "0")
+    assert code == 0 and len(out) == 1 + 40 + 1
+    code, out, err = invoke(capsys, "inspect-gates", "--checkpoint", str(run), "--text", "ROMEO:\nO", "--unit", "0")
+    assert code == 0, err
+    expected = {"gru": "L0.hidden.0", "indylstm": "L0.cell.0", "rnn": "L0.hidden.0"}[cell]
+    assert out.splitlines()[0] == f"pos\tchar\t{expected}"
+    assert ("Gate saturation" in err) == (cell != "rnn")
