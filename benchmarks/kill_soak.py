@@ -30,10 +30,16 @@ def train(args: list[str]) -> subprocess.Popen:
     )
 
 
+def _last_saved(root: Path) -> int:
+    """When last.pt was last replaced (0 if never), to wait for a run to make progress."""
+    files = list(root.glob("*/last.pt"))
+    return files[0].stat().st_mtime_ns if files else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -58,8 +64,9 @@ def main() -> None:
         command = [str(CORPUS), "--checkpoints", str(killed), *budget]
         kills = 0
         while True:
+            saved_before = _last_saved(killed)
             process = train(command)
-            while process.poll() is None and not list(killed.glob("*/last.pt")):
+            while process.poll() is None and _last_saved(killed) == saved_before:
                 time.sleep(0.02)
             if kills < args.kills and process.poll() is None:
                 time.sleep(rng.uniform(0.0, 1.5))
@@ -67,11 +74,9 @@ def main() -> None:
                 process.wait()
                 (run,) = killed.iterdir()
                 step = torch.load(run / "last.pt", weights_only=True)["resume"]["step"]
-                kills += process.returncode == -signal.SIGKILL
-                print(
-                    json.dumps({"benchmark": "kill_soak", "kill": kills, "last_pt_step": step, "loads": True}),
-                    flush=True,
-                )
+                if process.returncode == -signal.SIGKILL:
+                    kills += 1
+                    print(json.dumps({"benchmark": "kill_soak", "kill": kills, "last_pt_step": step}), flush=True)
                 command = ["--resume", str(run)]
             else:
                 _, err = process.communicate()

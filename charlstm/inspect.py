@@ -236,20 +236,25 @@ def inspect_text(model: CharLSTM, vocabulary: Vocabulary, text: str, keep: int |
 
 
 def display_value(quantity: str, values: Tensor) -> Tensor:
-    """Values mapped to [-1, 1] for colour: gates from [0, 1]; the cell state through tanh."""
+    """One unit's values over time mapped to [-1, 1] for colour.
+
+    Gates map [0, 1] linearly. The cell state is unbounded, and a counting cell drifts to
+    magnitudes where tanh shows one flat colour, so it is divided by its largest magnitude
+    in the window instead: its shape over the text is what a reader looks for.
+    """
     if quantity in SIGMOID_GATES:
         return values * 2 - 1
     if quantity == "cell":
-        return torch.tanh(values)
+        return values / values.abs().max().clamp_min(1e-6)
     return values.clamp(-1, 1)
 
 
 def colour(v: float) -> tuple[int, int, int]:
-    """A diverging blue (-1) -> white (0) -> red (+1) scale, as in Karpathy et al. 2015."""
-    v = max(-1.0, min(1.0, v))
-    if v >= 0:
-        return 255, round(255 * (1 - v)), round(255 * (1 - v))
-    return round(255 * (1 + v)), round(255 * (1 + v)), 255
+    """A diverging blue (-1) -> white (0) -> red (+1) scale, as in Karpathy et al. 2015,
+    kept light enough at the ends for black text to stay readable."""
+    v = max(-1.0, min(1.0, v)) * 0.75
+    fade = round(255 * (1 - abs(v)))
+    return (255, fade, fade) if v >= 0 else (fade, fade, 255)
 
 
 def _shown(ch: str) -> str:
@@ -334,10 +339,11 @@ def _scatter_svg(inspection: Inspection, size: int = 320) -> str:
     gates = sorted({gate for _, gate in inspection.statistics.saturation()})
     pad = 40
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad}" height="{size + 2 * pad}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad + 100}" height="{size + 2 * pad}" '
         f'role="img" aria-label="gate saturation scatter">',
         f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>',
-        f'<line x1="{pad}" y1="{pad + size}" x2="{pad + size}" y2="{pad}" stroke="#ccc"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad + size}" y2="{pad + size}" stroke="#ccc">'
+        "<title>left + right = 1</title></line>",
         f'<text x="{pad + size / 2}" y="{size + pad + 30}" text-anchor="middle">'
         "fraction left-saturated (&lt; 0.1)</text>",
         f'<text x="12" y="{pad + size / 2}" transform="rotate(-90 12 {pad + size / 2})" text-anchor="middle">'
@@ -353,8 +359,8 @@ def _scatter_svg(inspection: Inspection, size: int = 320) -> str:
             )
     for i, gate in enumerate(gates):
         fill = palette[i % len(palette)]
-        parts.append(f'<circle cx="{pad + 10}" cy="{pad + 12 + 16 * i}" r="5" fill="{fill}"/>')
-        parts.append(f'<text x="{pad + 20}" y="{pad + 16 + 16 * i}">{gate}</text>')
+        parts.append(f'<circle cx="{pad + size + 20}" cy="{pad + 12 + 16 * i}" r="5" fill="{fill}"/>')
+        parts.append(f'<text x="{pad + size + 30}" y="{pad + 16 + 16 * i}">{gate}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -402,7 +408,8 @@ td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
 <h1>{html.escape(title)}</h1>
 <p>{inspection.cell} model, {inspection.statistics.layers} layers x {inspection.statistics.units} units;
 statistics over {inspection.statistics.steps} characters, heat-maps over the first {len(inspection.values)}.
-Colour: blue -1 (gates: 0), white 0 (gates: 0.5), red +1 (gates: 1); the cell state is shown through tanh.
+Colour: blue -1 (gates: 0), white 0 (gates: 0.5), red +1 (gates: 1);
+the cell state is scaled by its largest magnitude here.
 Hover a character for its exact value.</p>
 {chr(10).join(sections)}
 <h2>Gate saturation</h2>

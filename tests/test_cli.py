@@ -227,12 +227,15 @@ def test_runs_killed_at_random_moments_and_resumed_end_bit_identical(tmp_path, s
     rng = random.Random(7)
     kills = 0
     while True:
+        saved = [p.stat().st_mtime_ns for p in root.glob("*/last.pt")]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
-        while time.time() < deadline and process.poll() is None and not list(root.glob("*/last.pt")):
-            time.sleep(0.05)
+        while time.time() < deadline and process.poll() is None:
+            if [p.stat().st_mtime_ns for p in root.glob("*/last.pt")] != saved:
+                break  # this process has trained and saved: kill it mid-run from here
+            time.sleep(0.02)
         if kills < 4 and process.poll() is None:
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.0, 0.3))
             process.send_signal(signal.SIGKILL)
             process.wait()
             if process.returncode == -signal.SIGKILL:
