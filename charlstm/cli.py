@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -413,6 +414,8 @@ def inspect_gates(
         raise CharlstmError("give --text or --file, not both")
     if length < 1 or show < 0:
         raise CharlstmError("--length must be >= 1 and --show >= 0")
+    if npz_path is not None:
+        inspect.numpy_for_npz()
     model, vocabulary, payload = checkpoints.load_model(checkpoints.resolve(checkpoint))
     source = "--text"
     if file is not None:
@@ -507,6 +510,8 @@ def _report(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one line on stderr and an exit code."""
+    # torch warns on import when numpy is absent; charlstm needs numpy only for --npz.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -321,16 +321,21 @@ def export_json(inspection: Inspection, path: Path) -> None:
     path.write_text(json.dumps(payload))
 
 
-def export_npz(inspection: Inspection, path: Path) -> None:
+def numpy_for_npz():
+    """numpy, or the error a user should see before any work is done."""
     try:
-        import numpy as np
+        import numpy
     except ImportError as e:
         raise CharlstmError("--npz needs numpy (pip install numpy); --json works without it") from e
-    np.savez_compressed(
+    return numpy
+
+
+def export_npz(inspection: Inspection, path: Path) -> None:
+    numpy_for_npz().savez_compressed(
         path,
         values=inspection.values.numpy(),
-        text=np.array(inspection.kept_text),
-        quantities=np.array(inspection.quantities),
+        text=inspection.kept_text,
+        quantities=list(inspection.quantities),
     )
 
 

@@ -1,6 +1,7 @@
 """inspect-gates replays the exact weights, and its statistics mean what they say."""
 
 import json
+import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -196,6 +197,19 @@ def test_cli_views_html_report_and_exports(capsys, tmp_path, trained_run):
 def test_cli_bad_inspect_options(capsys, trained_run, args, expected):
     code, _, err = invoke(capsys, "inspect-gates", "--checkpoint", str(trained_run), *args)
     assert code == 1 and err.count("\n") == 1 and expected in err
+
+
+def test_npz_without_numpy_is_one_clear_error(capsys, tmp_path, trained_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    code, _, err = invoke(
+        capsys, "inspect-gates", "--checkpoint", str(trained_run), "--text", "ROMEO", "--npz", str(tmp_path / "t.npz")
+    )
+    assert (
+        code == 1
+        and err.strip().splitlines()[-1]
+        == "charlstm: error: --npz needs numpy (pip install numpy); --json works without it"
+    )
+    assert not (tmp_path / "t.npz").exists()
 
 
 def test_skip_unknown_drops_unseen_characters(capsys, trained_run):
