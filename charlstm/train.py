@@ -312,13 +312,14 @@ class Trainer:
         if "cuda" in resume["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(resume["rng"]["cuda"], self.device)
 
-    def save(self, name: str) -> Path:
-        """Save atomically; a second Ctrl-C cannot interrupt the write."""
+    def save(self, name: str, stopping: bool = False) -> Path:
+        """Save atomically; Ctrl-C waits until the write is done. When `stopping`
+        (the save that answers a Ctrl-C), another Ctrl-C asks for nothing new."""
         for s in self.state:
             if not torch.isfinite(s).all():
                 raise CharlstmError(f"the hidden state is not finite at step {self.step}; not saving over {name}")
         path = self.run_dir / name
-        with _sigint_deferred():
+        with _sigint_deferred(deliver=not stopping):
             checkpoint.save_atomic(self.state_dict(), path)
         return path
 
@@ -383,24 +384,31 @@ class Trainer:
                     if c.sample_every and self.step % c.sample_every == 0:
                         listener.sampled(self.step, self.sample_text())
                     clock = time.perf_counter()
+            self.checkpoint_and_evaluate(listener, last_loss)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(self.save(checkpoint.LAST)) from None
-        self.checkpoint_and_evaluate(listener, last_loss)
+            raise TrainingInterrupted(self.save(checkpoint.LAST, stopping=True)) from None
         return {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
 
 
 @contextmanager
-def _sigint_deferred():
-    """Hold Ctrl-C until the block ends, so a save is never cut in half by a second one."""
+def _sigint_deferred(deliver: bool = True):
+    """Hold Ctrl-C until the block ends, so a save is never cut in half.
+
+    A Ctrl-C that arrives inside is remembered and, with `deliver`, raised as
+    KeyboardInterrupt once the block is done; ignoring it would lose the user's request.
+    """
+    received: list[int] = []
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread: signals cannot be handled here
         yield
         return
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if received and deliver:
+        raise KeyboardInterrupt
 
 
 def new_run_dir(root: Path, corpus_name: str) -> Path:

@@ -126,3 +126,19 @@ def test_durations(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(CharlstmError, match="duration"):
         parse_duration(text)
+
+
+def test_ctrl_c_during_a_save_waits_for_the_save_and_is_not_lost():
+    import os
+    import signal
+
+    from charlstm.train import _sigint_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append("save completed")
+    assert finished == ["save completed"]
+    with _sigint_deferred(deliver=False):
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
