@@ -87,8 +87,8 @@ class _ProgressPrinter:
         )
         if trainer.step:
             self.message(
-                f"resumed at step {trainer.step} "
-                f"({trainer.elapsed:.0f} s trained, best val {trainer.best_val_loss:.4f})"
+                f"resumed at step {trainer.step} ({trainer.elapsed:.0f} s trained, best val "
+                f"{trainer.best_val_loss:.4f}): weights, optimizer, data position, carried state and RNG restored"
             )
         self.trainer = trainer
         by_steps = bool(c.max_steps) and not c.max_time
@@ -327,7 +327,7 @@ def sample(
         raise CharlstmError("give --prime or --prime-file, not both")
     model, vocabulary, _ = checkpoints.load_model(checkpoints.resolve(checkpoint))
     if prime_file is not None:
-        prime = read_text(prime_file)
+        prime = read_text(prime_file, what="prime file")
     prime = prime if prime is not None else default_prime(vocabulary)
     chars = generate(model, vocabulary, prime, length, config, seed)
     out = sys.stdout
@@ -419,7 +419,7 @@ def inspect_gates(
     model, vocabulary, payload = checkpoints.load_model(checkpoints.resolve(checkpoint))
     source = "--text"
     if file is not None:
-        text, source = read_text(file), str(file)
+        text, source = read_text(file, what="text file"), str(file)
     if text is None:
         text, source = _passage(payload, model, vocabulary, length, seed)
     if skip_unknown:

@@ -8,6 +8,7 @@ and resuming is exact by construction.
 
 from __future__ import annotations
 
+import codecs
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,43 +21,48 @@ DEFAULT_CORPUS_CHARS = 4_000_000
 MAX_VOCABULARY = 5_000
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """The text of a corpus file, with a BOM dropped and CRLF line ends made LF."""
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", what: str = "corpus") -> str:
+    """The text of a file (a corpus, a prime, a passage to inspect), with a BOM dropped and
+    CRLF line ends made LF; `what` names it in errors."""
     path = Path(path)
+    try:
+        codecs.lookup_error(errors)
+    except LookupError as e:
+        raise CharlstmError(f"unknown --errors {errors!r}; use strict, replace or ignore") from e
     if not path.exists():
-        raise CharlstmError(f"corpus {path} does not exist")
+        raise CharlstmError(f"{what} {path} does not exist")
     if path.is_dir():
-        raise CharlstmError(f"corpus {path} is a directory; give a text file")
+        raise CharlstmError(f"{what} {path} is a directory; give a text file")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise CharlstmError(f"cannot read corpus {path}: {e.strerror}") from e
+        raise CharlstmError(f"cannot read {what} {path}: {e.strerror}") from e
     if not raw:
-        raise CharlstmError(f"corpus {path} is empty")
+        raise CharlstmError(f"{what} {path} is empty")
     if b"\x00" in raw[:1_000_000] and not encoding.lower().replace("-", "").startswith("utf16"):
-        raise CharlstmError(f"corpus {path} looks binary (it has NUL bytes); give a text file")
+        raise CharlstmError(f"{what} {path} looks binary (it has NUL bytes); give a text file")
     try:
         text = raw.decode(encoding, errors)
     except LookupError as e:
         raise CharlstmError(f"unknown encoding {encoding!r}") from e
     except UnicodeDecodeError as e:
         raise CharlstmError(
-            f"corpus {path} is not valid {encoding} (byte {e.start}); "
+            f"{what} {path} is not valid {encoding} (byte {e.start}); "
             "pass --encoding (e.g. latin-1) or --errors replace"
         ) from e
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
-    check_text(text, str(path))
+    check_text(text, f"{what} {path}")
     return text
 
 
 def check_text(text: str, name: str) -> None:
     """Refuse text that cannot be a character-level corpus."""
     if not text:
-        raise CharlstmError(f"corpus {name} has no characters")
+        raise CharlstmError(f"{name} has no characters")
     vocabulary = len(set(text))
     if vocabulary > MAX_VOCABULARY:
         raise CharlstmError(
-            f"corpus {name} has {vocabulary} distinct characters (more than {MAX_VOCABULARY}); "
+            f"{name} has {vocabulary} distinct characters (more than {MAX_VOCABULARY}); "
             "it looks binary or mixes many scripts"
         )
 
