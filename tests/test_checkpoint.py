@@ -161,3 +161,43 @@ def test_resume_cleans_up_what_a_killed_writer_left(tmp_path):
     (tmp_path / "notes.tmp").write_text("the user's own file")
     checkpoint.remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
+
+
+SAVER = """
+import sys, torch
+from pathlib import Path
+from charlstm.checkpoint import save_atomic
+path, n = Path(sys.argv[1]), 0
+big = torch.arange(4_000_000, dtype=torch.float32)
+print("ready", flush=True)
+while True:
+    n += 1
+    save_atomic({"format": 1, "generation": n, "weights": big + n}, path)
+"""
+
+
+def test_killing_a_writer_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL a process that does nothing but save a 16 MB checkpoint, many times."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "last.pt"
+    generations = []
+    expected = torch.arange(4_000_000, dtype=torch.float32)
+    rng = random.Random(0)
+    for _ in range(12):
+        writer = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        if path.exists():
+            payload = checkpoint.load(path)
+            assert torch.equal(payload["weights"], expected + payload["generation"])
+            generations.append(payload["generation"])
+        checkpoint.remove_stale_temporaries(tmp_path)
+    assert len(generations) >= 10 and max(generations) > 1
+    assert not list(tmp_path.glob("*.tmp"))

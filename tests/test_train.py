@@ -142,3 +142,12 @@ def test_ctrl_c_during_a_save_waits_for_the_save_and_is_not_lost():
     with _sigint_deferred(deliver=False):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_without_validation_only_last_is_written_and_sampling_uses_it(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, max_steps=10, eval_every=5, val_frac=0.0), tmp_path)
+    result = trainer.run()
+    assert result["best_val_loss"] == math.inf
+    assert sorted(p.name for p in trainer.run_dir.glob("*.pt")) == ["last.pt"]
+    assert checkpoint.resolve(trainer.run_dir) == trainer.run_dir / "last.pt"
+    assert "val_loss" not in json.loads((trainer.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
