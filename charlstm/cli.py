@@ -342,6 +342,49 @@ def sample(
     out.flush()
 
 
+@app.command(
+    "eval",
+    epilog="Examples:\n\n  charlstm eval test.txt\n\n"
+    "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json",
+)
+def evaluate(
+    corpus: Annotated[Path, typer.Argument(help="Text to score (UTF-8).")],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or auto.")] = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a trained model on any text: loss in nats and bits per character."""
+    import json
+
+    from charlstm import checkpoint as checkpoints
+    from charlstm.corpus import read_text
+    from charlstm.train import evaluate_text
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    path = checkpoints.resolve(checkpoint)
+    model, vocabulary, _ = checkpoints.load_model(path)
+    text = read_text(corpus, encoding)
+    if skip_unknown:
+        text = "".join(ch for ch in text if ch in vocabulary)
+    result = {"checkpoint": str(path), "corpus": str(corpus)} | evaluate_text(
+        model, vocabulary, text, device, precision
+    )
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
+            f"of {corpus} ({path}, {result['device']} {result['precision']})"
+        )
+
+
 def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[str, str]:
     """A validation excerpt when the run's corpus is at hand, else a passage the model writes."""
     from charlstm.corpus import default_corpus, read_text

@@ -9,6 +9,7 @@ and resuming is exact by construction.
 from __future__ import annotations
 
 import codecs
+import math
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +115,13 @@ class StreamBatches:
     epoch the streams start again and the carried state must be dropped.
     """
 
-    def __init__(self, tokens: torch.Tensor, streams: int, seq_len: int, what: str = "training split"):
+    def __init__(
+        self, tokens: torch.Tensor, streams: int, seq_len: int, what: str = "training split", cover_all: bool = False
+    ):
         length = (len(tokens) - 1) // streams
         self.windows = length // seq_len
+        if cover_all and self.windows >= 1:
+            self.windows = math.ceil(length / seq_len)
         if self.windows < 1:
             raise CharlstmError(
                 f"the {what} ({len(tokens)} characters) is shorter than {streams} streams of "
@@ -160,6 +165,7 @@ class RandomBatches:
 
 
 def validation_streams(tokens: torch.Tensor, max_streams: int, seq_len: int) -> StreamBatches:
-    """Streams over (almost) the whole validation split, as many as it can fill."""
+    """Streams over the whole split, as many as it can fill; the last window may be short,
+    so at most `streams - 1` characters go unscored."""
     streams = max(1, min(max_streams, (len(tokens) - 1) // seq_len))
-    return StreamBatches(tokens, streams, seq_len, what="validation split (raise --val-frac)")
+    return StreamBatches(tokens, streams, seq_len, what="validation split (raise --val-frac)", cover_all=True)

@@ -139,6 +139,48 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def stream_loss(model: CharLSTM, batches: corpus.StreamBatches, device: torch.device, precision: str) -> float:
+    """Mean loss in nats per character over every window of `batches`, state carried."""
+    model.eval()
+    total, count = torch.zeros((), device=device), 0
+    state = None
+    for window in range(len(batches)):
+        batch = batches.batch(window)
+        inputs = batch.inputs.to(device, torch.long)
+        targets = batch.targets.to(device, torch.long)
+        with autocast(device, precision):
+            logits, state = model(inputs, state)
+        total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        count += targets.numel()
+    return float(total) / count
+
+
+def evaluate_text(
+    model: CharLSTM, vocabulary: Vocabulary, text: str, device: str = "auto", precision: str = "fp32"
+) -> dict[str, Any]:
+    """Loss of a trained model on any text (e.g. a held-out test split), in nats and bits/char."""
+    device_ = resolve_device(device)
+    precision = resolve_precision(precision, device_)
+    tokens = vocabulary.encode(text)
+    batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
+    loss = stream_loss(model.to(device_), batches, device_, precision)
+    evaluated = batches.targets.numel()
+    return {
+        "loss": loss,
+        "bpc": loss / math.log(2),
+        "characters": evaluated,
+        "device": device_.type,
+        "precision": precision,
+    }
+
+
 class TrainListener:
     """Hooks through which the trainer reports; the default does nothing."""
 
@@ -215,11 +257,6 @@ class Trainer:
         self.best_val_loss = math.inf
         self.state = self.model.initial_state(config.batch_size, self.device)
 
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     def learning_rate(self) -> float:
         """Linear warmup, then cosine decay to `min_lr_ratio` over the step or time budget."""
         c = self.config
@@ -239,7 +276,7 @@ class Trainer:
         targets = batch.targets.to(self.device, torch.long, non_blocking=True)
         state = self.state if batch.carry_state else self.model.initial_state(inputs.shape[0], self.device)
         self.model.train()
-        with self.autocast():
+        with autocast(self.device, self.precision):
             logits, state = self.model(inputs, state)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
@@ -253,23 +290,11 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
-    @torch.no_grad()
     def evaluate(self) -> float | None:
         """Mean loss in nats per character over the whole validation split."""
         if self.val_batches is None:
             return None
-        self.model.eval()
-        total, count = torch.zeros((), device=self.device), 0
-        state = None
-        for window in range(len(self.val_batches)):
-            batch = self.val_batches.batch(window)
-            inputs = batch.inputs.to(self.device, torch.long)
-            targets = batch.targets.to(self.device, torch.long)
-            with self.autocast():
-                logits, state = self.model(inputs, state)
-            total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-            count += targets.numel()
-        return float(total) / count
+        return stream_loss(self.model, self.val_batches, self.device, self.precision)
 
     def finished(self) -> bool:
         c = self.config

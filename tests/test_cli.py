@@ -133,7 +133,7 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_every_command_has_help_with_examples():
-    for command in ("train", "sample", "inspect-gates", "synth"):
+    for command in ("train", "sample", "inspect-gates", "synth", "eval"):
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "Examples" in result.stdout and f"charlstm {command}" in result.stdout
@@ -311,3 +311,30 @@ def test_every_cell_type_trains_samples_and_is_inspected(capsys, tmp_path, small
     expected = {"gru": "L0.hidden.0", "indylstm": "L0.cell.0", "rnn": "L0.hidden.0"}[cell]
     assert out.splitlines()[0] == f"pos\tchar\t{expected}"
     assert ("Gate saturation" in err) == (cell != "rnn")
+
+
+def test_eval_scores_any_text_against_the_training_validation_loss(capsys, tmp_path, trained_run, small_corpus):
+    import json
+    import math
+
+    text = small_corpus.read_text()
+    val = tmp_path / "val.txt"
+    val.write_text(text[len(text) - int(len(text) * 0.1) :])
+    code, out, err = invoke(capsys, "eval", str(val), "--checkpoint", str(trained_run / "last.pt"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["characters"] >= len(val.read_text()) - 64
+    assert result["bpc"] == pytest.approx(result["loss"] / math.log(2))
+    trained = json.loads((trained_run / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
+    assert result["loss"] == pytest.approx(trained, abs=0.05)
+    code, out, _ = invoke(capsys, "eval", str(val), "--checkpoint", str(trained_run))
+    assert code == 0 and out.startswith(f"{result['loss']:.4f} nats/char")
+
+
+def test_eval_names_unknown_characters_or_skips_them(capsys, tmp_path, trained_run):
+    text = tmp_path / "t.txt"
+    text.write_text("ROMEO: Ω and more words here\n" * 20)
+    code, _, err = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run))
+    assert code == 1 and "never saw: 'Ω'" in err
+    code, out, _ = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--skip-unknown")
+    assert code == 0 and "bits/char" in out

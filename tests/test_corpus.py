@@ -79,6 +79,14 @@ def test_a_corpus_shorter_than_one_batch_is_refused():
         corpus.StreamBatches(torch.arange(50), streams=4, seq_len=32)
 
 
+def test_validation_windows_cover_every_character_of_each_stream():
+    tokens = torch.arange(1000)
+    batches = corpus.validation_streams(tokens, max_streams=4, seq_len=30)
+    scored = torch.cat([batches.batch(w).targets for w in range(len(batches))], dim=1)
+    assert scored.numel() == 4 * ((1000 - 1) // 4)
+    assert torch.equal(scored.flatten().sort().values, torch.arange(1, 1 + scored.numel()))
+
+
 def test_validation_uses_fewer_streams_when_the_split_is_small():
     batches = corpus.validation_streams(torch.arange(300), max_streams=64, seq_len=32)
     assert batches.inputs.shape[0] == 9
