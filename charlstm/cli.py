@@ -366,8 +366,6 @@ def evaluate(
     from charlstm.corpus import read_text
     from charlstm.train import evaluate_text
 
-    if precision not in ("auto", "fp32", "bf16"):
-        raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     path = checkpoints.resolve(checkpoint)
     model, vocabulary, _ = checkpoints.load_model(path)
     text = read_text(corpus, encoding)

@@ -31,6 +31,8 @@ from charlstm.model import CharLSTM, ModelConfig, parameter_count
 from charlstm.sample import SamplingConfig, default_prime, generate
 from charlstm.tokenizer import Vocabulary
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -70,9 +72,8 @@ class TrainConfig:
             raise CharlstmError(f"--val-frac must be in [0, 1), got {self.val_frac}")
         if self.batching not in ("stream", "random"):
             raise CharlstmError(f"--batching must be stream or random, got {self.batching!r}")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", self.device):
-            raise CharlstmError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        check_device_name(self.device)
+        if self.precision not in PRECISIONS:
             raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
@@ -88,7 +89,13 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
+def check_device_name(name: str) -> None:
+    if name not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
+        raise CharlstmError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+
+
 def resolve_device(name: str) -> torch.device:
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -113,6 +120,8 @@ def native_bf16(device: torch.device) -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto` is bf16 autocast where the hardware has it natively, fp32 elsewhere."""
+    if name not in PRECISIONS:
+        raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {name!r}")
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if name == "bf16" and device.type == "mps":

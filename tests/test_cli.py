@@ -74,6 +74,8 @@ BAD_INPUTS = [
     (["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/prime.txt"], "never saw: 'Ω'"),
     (["sample", "--checkpoint", "{run}", "--temperature", "hot"], "--temperature"),
     (["sample", "--bogus"], "No such option"),
+    (["eval", "{corpus}", "--checkpoint", "{run}", "--precision", "fp16"], "--precision must be"),
+    (["eval", "{corpus}", "--checkpoint", "{run}", "--device", "tpu"], "--device must be"),
 ]
 
 
