@@ -67,13 +67,13 @@ class Vocabulary:
             return torch.int16
         return torch.int32
 
-    def encode(self, text: str) -> torch.Tensor:
+    def encode(self, text: str, what: str = "the text") -> torch.Tensor:
         """Ids of `text` as a 1-D tensor of the smallest dtype.
 
         Encoding goes through `str.translate` and a fixed-width byte encoding, so a
         megabyte of text takes milliseconds rather than a Python loop per character.
         """
-        self.check(text, "the text")
+        self.check(text, what)
         table = {ord(ch): i for i, ch in enumerate(self.chars)}
         mapped = text.translate(table)
         if self.dtype is torch.uint8:

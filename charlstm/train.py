@@ -201,8 +201,6 @@ class TrainListener:
 
     def sampled(self, step: int, text: str) -> None: ...
 
-    def message(self, text: str) -> None: ...
-
 
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; `last.pt` has been saved when this is raised."""
@@ -227,11 +225,8 @@ def load_data(config: TrainConfig, vocabulary: Vocabulary | None = None) -> Data
         text, name = corpus.default_corpus(), "python-stdlib"
     else:
         text, name = corpus.read_text(config.corpus, config.encoding, config.errors), Path(config.corpus).stem
-    if vocabulary is None:
-        vocabulary = Vocabulary.from_text(text)
-    else:
-        vocabulary.check(text, f"corpus {config.corpus or name}")
-    tokens = vocabulary.encode(text)
+    vocabulary = vocabulary or Vocabulary.from_text(text)
+    tokens = vocabulary.encode(text, what=f"corpus {config.corpus or name}")
     train, val = corpus.split(tokens, config.val_frac)
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Data(vocabulary, train, val, name, sha)
