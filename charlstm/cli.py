@@ -443,8 +443,7 @@ def inspect_gates(
     npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the default generated passage.")] = 0,
 ) -> None:
-    """Colour each character by what a gate or state of chosen units does, with saturation
-    statistics and the units that track features of the text."""
+    """Colour text by what chosen gates and units do; saturation stats and a unit finder."""
     from rich.table import Table
 
     from charlstm import checkpoint as checkpoints
