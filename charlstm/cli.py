@@ -81,7 +81,8 @@ class _ProgressPrinter:
             budget.append(f"{c.max_time:g} s")
         self.message(
             f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters | "
-            f"corpus {trainer.data.name}: {len(trainer.data.train):,} train / {len(trainer.data.val):,} val chars, "
+            f"corpus {trainer.data.name}{f' ({trainer.data.files} files)' if trainer.data.files > 1 else ''}: "
+            f"{len(trainer.data.train):,} train / {len(trainer.data.val):,} val chars, "
             f"vocabulary {len(trainer.data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
             f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
         )
@@ -143,7 +144,10 @@ class _ProgressPrinter:
 def train(
     corpus: Annotated[
         Path | None,
-        typer.Argument(help="UTF-8 text file. Default: Python's own standard-library source.", show_default=False),
+        typer.Argument(
+            help="UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source.",
+            show_default=False,
+        ),
     ] = None,
     max_time: Annotated[
         str | None,
@@ -385,7 +389,7 @@ def evaluate(
 
 def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[str, str]:
     """A validation excerpt when the run's corpus is at hand, else a passage the model writes."""
-    from charlstm.corpus import default_corpus, read_text
+    from charlstm.corpus import default_corpus, read_corpus
     from charlstm.sample import SamplingConfig, default_prime, generate
 
     train_config = payload.get("train_config")
@@ -395,7 +399,7 @@ def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[
             if name is None:
                 text = default_corpus()
             else:
-                text = read_text(name, train_config["encoding"], train_config["errors"])
+                text = read_corpus(name, train_config["encoding"], train_config["errors"]).text
             start = len(text) - int(len(text) * train_config["val_frac"])
             excerpt = text[start : start + length]
             if len(excerpt) >= min(length, 200) and not vocabulary.unknown(excerpt):

@@ -9,6 +9,7 @@ and resuming is exact by construction.
 from __future__ import annotations
 
 import codecs
+import glob
 import math
 import sysconfig
 from dataclasses import dataclass
@@ -54,6 +55,47 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict",
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     check_text(text, f"{what} {path}")
     return text
+
+
+@dataclass(frozen=True)
+class Corpus:
+    text: str
+    name: str
+    files: int
+    skipped: int
+
+
+def read_corpus(spec: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
+    """A corpus from a text file, a folder (every text file under it, sorted) or a glob.
+
+    In a folder or a glob, files that are not text (binary, undecodable, empty) are
+    skipped and counted, so a code base with images in it still trains; hidden files and
+    folders are left out. A single file must be text.
+    """
+    path = Path(spec)
+    if path.is_file() or not (path.is_dir() or any(ch in str(spec) for ch in "*?[")):
+        return Corpus(read_text(path, encoding, errors), path.stem, 1, 0)
+    if path.is_dir():
+        files = sorted(
+            f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)
+        )
+        name = path.resolve().name
+    else:
+        files = sorted(Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).is_file())
+        name = "glob"
+    parts, skipped = [], 0
+    for file in files:
+        try:
+            text = read_text(file, encoding, errors)
+        except CharlstmError:
+            skipped += 1
+            continue
+        parts.append(text if text.endswith("\n") else text + "\n")
+    if not parts:
+        raise CharlstmError(f"no text files in {spec} ({len(files)} files, {skipped} skipped as not text)")
+    text = "".join(parts)
+    check_text(text, f"corpus {spec}")
+    return Corpus(text, name, len(parts), skipped)
 
 
 def check_text(text: str, name: str) -> None:

@@ -217,19 +217,21 @@ class Data:
     val: torch.Tensor
     name: str
     sha256: str
+    files: int = 1
 
 
 def load_data(config: TrainConfig, vocabulary: Vocabulary | None = None) -> Data:
     """Read and encode the corpus; with `vocabulary` given, the text must fit it."""
     if config.corpus is None:
-        text, name = corpus.default_corpus(), "python-stdlib"
+        text, name, files = corpus.default_corpus(), "python-stdlib", 1
     else:
-        text, name = corpus.read_text(config.corpus, config.encoding, config.errors), Path(config.corpus).stem
+        source = corpus.read_corpus(config.corpus, config.encoding, config.errors)
+        text, name, files = source.text, source.name, source.files
     vocabulary = vocabulary or Vocabulary.from_text(text)
     tokens = vocabulary.encode(text, what=f"corpus {config.corpus or name}")
     train, val = corpus.split(tokens, config.val_frac)
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Data(vocabulary, train, val, name, sha)
+    return Data(vocabulary, train, val, name, sha, files)
 
 
 class Trainer:

@@ -38,7 +38,8 @@ def bad_files(tmp_path_factory, trained_run):
 BAD_INPUTS = [
     # (arguments, words the one line must contain)
     (["train", "{bad}/missing.txt"], "does not exist"),
-    (["train", "{bad}"], "is a directory"),
+    (["train", "{bad}/runs"], "no text files in"),
+    (["train", "{bad}/*.nothing"], "no text files in"),
     (["train", "{bad}/empty.txt"], "is empty"),
     (["train", "{bad}/one.txt"], "shorter than"),
     (["train", "{bad}/short.txt"], "shorter than"),
@@ -340,3 +341,34 @@ def test_eval_names_unknown_characters_or_skips_them(capsys, tmp_path, trained_r
     assert code == 1 and "never saw: 'Ω'" in err
     code, out, _ = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--skip-unknown")
     assert code == 0 and "bits/char" in out
+
+
+def test_train_on_a_folder_of_text_files(capsys, tmp_path, small_corpus):
+    folder = tmp_path / "texts"
+    (folder / "act2").mkdir(parents=True)
+    text = small_corpus.read_text()
+    (folder / "act1.txt").write_text(text[:30_000])
+    (folder / "act2" / "scene.txt").write_text(text[30_000:])
+    (folder / "cover.jpg").write_bytes(b"\xff\xd8\x00\x00")
+    code, _, err = invoke(
+        capsys,
+        "train",
+        str(folder),
+        "--max-steps",
+        "4",
+        "--max-time",
+        "0",
+        "--eval-every",
+        "2",
+        "--sample-every",
+        "0",
+        "--checkpoints",
+        str(tmp_path / "runs"),
+        *TINY_MODEL,
+    )
+    assert code == 0, err
+    assert "corpus texts (2 files)" in err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("texts-")
+    code, _, err = invoke(capsys, "train", "--resume", str(run), "--max-steps", "6")
+    assert code == 0 and "resumed at step 4" in err

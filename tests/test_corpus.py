@@ -92,3 +92,32 @@ def test_validation_uses_fewer_streams_when_the_split_is_small():
     assert batches.inputs.shape[0] == 9
     with pytest.raises(CharlstmError, match="validation split"):
         corpus.validation_streams(torch.arange(20), max_streams=64, seq_len=32)
+
+
+def test_a_folder_is_every_text_file_under_it_in_sorted_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "two.py").write_text("print(2)")
+    (tmp_path / "a.txt").write_text("one\n")
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\x00\x00binary")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    source = corpus.read_corpus(tmp_path)
+    assert source.text == "one\nprint(2)\n"
+    assert (source.files, source.skipped, source.name) == (2, 1, tmp_path.name)
+
+
+def test_a_glob_selects_files(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.txt").write_text("prose\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.py").write_text("y = 2\n")
+    assert corpus.read_corpus(str(tmp_path / "**" / "*.py")).text == "x = 1\ny = 2\n"
+    with pytest.raises(CharlstmError, match="no text files"):
+        corpus.read_corpus(str(tmp_path / "*.rs"))
+
+
+def test_a_single_file_must_be_text(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"\x00\x01")
+    with pytest.raises(CharlstmError, match="looks binary"):
+        corpus.read_corpus(path)
