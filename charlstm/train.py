@@ -449,7 +449,10 @@ def new_run_dir(root: Path, corpus_name: str) -> Path:
     while run_dir.exists():
         n += 1
         run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as e:
+        raise CharlstmError(f"cannot create run folder {run_dir}: {e.strerror}; choose --checkpoints") from e
     return run_dir
 
 

@@ -60,6 +60,7 @@ BAD_INPUTS = [
     (["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/missing.txt"], "prime file"),
     (["train", "{corpus}", "--layers", "two"], "--layers"),
     (["train", "--resume", "{bad}/runs"], "no last.pt"),
+    (["train", "{corpus}", "--checkpoints", "{bad}/one.txt/runs"], "cannot create run folder"),
     (["train", "--resume", "{run}", "--hidden", "64"], "--resume takes the corpus and model"),
     (["sample", "--checkpoint", "{bad}/missing.pt"], "does not exist"),
     (["sample", "--checkpoint", "{bad}/noise.pt"], "not a readable checkpoint"),
@@ -87,7 +88,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     places = {"bad": bad_files, "corpus": small_corpus, "run": trained_run}
     args = [a.format(**places) for a in args]
     if args[0] == "train":
-        args += ["--checkpoints", str(tmp_path / "runs"), "--max-steps", "1"]
+        args += ["--max-steps", "1"] + ([] if "--checkpoints" in args else ["--checkpoints", str(tmp_path / "runs")])
     checkpoints_before = {p: p.read_bytes() for p in trained_run.iterdir()}
     code, out, err = invoke(capsys, *args)
     assert code != 0
