@@ -374,7 +374,7 @@ def evaluate(
     model, vocabulary, _ = checkpoints.load_model(path)
     text = read_text(corpus, encoding)
     if skip_unknown:
-        text = "".join(ch for ch in text if ch in vocabulary)
+        text = vocabulary.known(text)
     result = {"checkpoint": str(path), "corpus": str(corpus)} | evaluate_text(
         model, vocabulary, text, device, precision
     )
@@ -389,22 +389,17 @@ def evaluate(
 
 def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[str, str]:
     """A validation excerpt when the run's corpus is at hand, else a passage the model writes."""
-    from charlstm.corpus import default_corpus, read_corpus
     from charlstm.sample import SamplingConfig, default_prime, generate
+    from charlstm.train import TrainConfig, load_data
 
     train_config = payload.get("train_config")
     if train_config is not None:
         try:
-            name = train_config["corpus"]
-            if name is None:
-                text = default_corpus()
-            else:
-                text = read_corpus(name, train_config["encoding"], train_config["errors"]).text
-            start = len(text) - int(len(text) * train_config["val_frac"])
-            excerpt = text[start : start + length]
-            if len(excerpt) >= min(length, 200) and not vocabulary.unknown(excerpt):
-                return excerpt, f"validation excerpt of {name or 'the default corpus'}"
-        except (CharlstmError, KeyError, TypeError):
+            data = load_data(TrainConfig(**train_config), vocabulary)
+            excerpt = vocabulary.decode(data.val[:length])
+            if len(excerpt) >= min(length, 200):
+                return excerpt, f"validation excerpt of {train_config['corpus'] or 'the default corpus'}"
+        except (CharlstmError, TypeError):
             pass
     prime = default_prime(vocabulary)
     text = prime + "".join(generate(model, vocabulary, prime, length - len(prime), SamplingConfig(0.8), seed))
@@ -467,7 +462,7 @@ def inspect_gates(
     if text is None:
         text, source = _passage(payload, model, vocabulary, length, seed)
     if skip_unknown:
-        text = "".join(ch for ch in text if ch in vocabulary)
+        text = vocabulary.known(text)
     exporting = json_path is not None or npz_path is not None
     inspection = inspect.inspect_text(model, vocabulary, text, keep=None if exporting or show == 0 else show)
     quantity = gate or ("cell" if "cell" in inspection.quantities else "hidden")

@@ -52,6 +52,10 @@ class Vocabulary:
         """The characters of `text` this vocabulary cannot encode."""
         return set(text) - self._index.keys()
 
+    def known(self, text: str) -> str:
+        """`text` without the characters this vocabulary cannot encode (for --skip-unknown)."""
+        return "".join(ch for ch in text if ch in self._index)
+
     def check(self, text: str, what: str) -> None:
         """Refuse text the model has never seen, naming the offending characters."""
         missing = self.unknown(text)
