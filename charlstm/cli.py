@@ -136,6 +136,32 @@ class _ProgressPrinter:
             self.bar.close()
 
 
+class _CorpusProgress:
+    """A tqdm bar per pass while a corpus is read into the token cache, when that takes a while."""
+
+    MIN_BYTES = 16 << 20
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if total < self.MIN_BYTES or not sys.stderr.isatty():
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{stage} corpus", unit="B", unit_scale=True, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 @app.command(
     epilog="Examples:\n\n  charlstm train\n\n  charlstm train corpus.txt --max-time 10m\n\n"
     "  charlstm train corpus.txt --cell gru --layers 3 --hidden 512\n\n"
@@ -271,13 +297,19 @@ def train(
         precision=precision,
     )
     model_options = _given(cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout)
-    if resume is not None:
-        if corpus is not None or model_options or init_from is not None:
-            raise CharlstmError("--resume takes the corpus and model from the run; give only budget options with it")
-        trainer = training.resume(resume, train_options)
-    else:
-        config = training.TrainConfig(corpus=str(corpus) if corpus is not None else None, **train_options)
-        trainer = training.start(model_options, config, checkpoints, init_from)
+    reading = _CorpusProgress()
+    try:
+        if resume is not None:
+            if corpus is not None or model_options or init_from is not None:
+                raise CharlstmError(
+                    "--resume takes the corpus and model from the run; give only budget options with it"
+                )
+            trainer = training.resume(resume, train_options, reading)
+        else:
+            config = training.TrainConfig(corpus=str(corpus) if corpus is not None else None, **train_options)
+            trainer = training.start(model_options, config, checkpoints, init_from, reading)
+    finally:
+        reading.close()
     if keep_freed_memory:
         training.keep_freed_memory()
     printer = _ProgressPrinter(interactive=sys.stderr.isatty())
@@ -352,7 +384,7 @@ def sample(
     "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json",
 )
 def evaluate(
-    corpus: Annotated[Path, typer.Argument(help="Text to score (UTF-8).")],
+    corpus: Annotated[Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).")],
     checkpoint: Annotated[
         str | None,
         typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
@@ -367,17 +399,18 @@ def evaluate(
     import json
 
     from charlstm import checkpoint as checkpoints
-    from charlstm.corpus import read_text
-    from charlstm.train import evaluate_text
+    from charlstm.corpus import find_source
+    from charlstm.token_cache import load_tokens
+    from charlstm.train import evaluate_tokens
 
     path = checkpoints.resolve(checkpoint)
     model, vocabulary, _ = checkpoints.load_model(path)
-    text = read_text(corpus, encoding)
-    if skip_unknown:
-        text = vocabulary.known(text)
-    result = {"checkpoint": str(path), "corpus": str(corpus)} | evaluate_text(
-        model, vocabulary, text, device, precision
-    )
+    reading = _CorpusProgress()
+    try:
+        loaded = load_tokens(find_source(corpus, encoding), vocabulary, skip_unknown, f"corpus {corpus}", reading)
+    finally:
+        reading.close()
+    result = {"checkpoint": str(path), "corpus": str(corpus)} | evaluate_tokens(model, loaded.tokens, device, precision)
     if as_json:
         print(json.dumps(result))
     else:

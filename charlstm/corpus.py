@@ -12,6 +12,7 @@ import codecs
 import glob
 import math
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,62 +20,100 @@ import torch
 
 from charlstm.errors import CharlstmError
 
-DEFAULT_CORPUS_CHARS = 4_000_000
+DEFAULT_CORPUS_BYTES = 4_000_000
 MAX_VOCABULARY = 5_000
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", what: str = "corpus") -> str:
-    """The text of a file (a corpus, a prime, a passage to inspect), with a BOM dropped and
-    CRLF line ends made LF; `what` names it in errors."""
+def iter_text(
+    path: str | Path,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    what: str = "corpus",
+    chunk_bytes: int = 1 << 22,
+    on_read: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """The text of a file in pieces, with a BOM dropped and CRLF line ends made LF.
+
+    Reading in pieces keeps a gigabyte corpus out of memory; a CR that ends one piece
+    is held back until the next shows whether an LF follows it. `what` names the file
+    in errors; `on_read` hears how many bytes each piece took.
+    """
     path = Path(path)
     try:
         codecs.lookup_error(errors)
     except LookupError as e:
         raise CharlstmError(f"unknown --errors {errors!r}; use strict, replace or ignore") from e
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+    except LookupError as e:
+        raise CharlstmError(f"unknown encoding {encoding!r}") from e
     if not path.exists():
         raise CharlstmError(f"{what} {path} does not exist")
     if path.is_dir():
         raise CharlstmError(f"{what} {path} is a directory; give a text file")
+    wide = encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            offset, pending, at_start = 0, "", True
+            while raw := f.read(chunk_bytes):
+                if offset == 0 and b"\x00" in raw[:1_000_000] and not wide:
+                    raise CharlstmError(f"{what} {path} looks binary (it has NUL bytes); give a text file")
+                try:
+                    text = pending + decoder.decode(raw)
+                except UnicodeDecodeError as e:
+                    raise CharlstmError(
+                        f"{what} {path} is not valid {encoding} (byte {offset + e.start}); "
+                        "pass --encoding (e.g. latin-1) or --errors replace"
+                    ) from e
+                if at_start and text:
+                    text, at_start = text.removeprefix("\ufeff"), False
+                pending, offset = "", offset + len(raw)
+                if on_read is not None:
+                    on_read(len(raw))
+                if text.endswith("\r"):
+                    text, pending = text[:-1], "\r"
+                yield text.replace("\r\n", "\n")
+            if offset == 0:
+                raise CharlstmError(f"{what} {path} is empty")
+            try:
+                tail = pending + decoder.decode(b"", final=True)
+            except UnicodeDecodeError as e:
+                raise CharlstmError(f"{what} {path} ends inside a {encoding} character; it may be truncated") from e
+            if tail:
+                yield tail
     except OSError as e:
         raise CharlstmError(f"cannot read {what} {path}: {e.strerror}") from e
-    if not raw:
-        raise CharlstmError(f"{what} {path} is empty")
-    if b"\x00" in raw[:1_000_000] and not encoding.lower().replace("-", "").startswith("utf16"):
-        raise CharlstmError(f"{what} {path} looks binary (it has NUL bytes); give a text file")
-    try:
-        text = raw.decode(encoding, errors)
-    except LookupError as e:
-        raise CharlstmError(f"unknown encoding {encoding!r}") from e
-    except UnicodeDecodeError as e:
-        raise CharlstmError(
-            f"{what} {path} is not valid {encoding} (byte {e.start}); "
-            "pass --encoding (e.g. latin-1) or --errors replace"
-        ) from e
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
-    check_text(text, f"{what} {path}")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", what: str = "corpus") -> str:
+    """The whole text of a small file (a prime, a passage to inspect); see `iter_text`."""
+    text = "".join(iter_text(path, encoding, errors, what))
+    check_text(text, f"{what} {Path(path)}")
     return text
 
 
 @dataclass(frozen=True)
-class Corpus:
-    text: str
+class Source:
+    """The files a corpus is made of, in order. `single` files must be text; in a folder or
+    a glob, files that are not are skipped (a code base has images in it)."""
+
     name: str
-    files: int
-    skipped: int
+    files: tuple[Path, ...]
+    single: bool
+    encoding: str = "utf-8"
+    errors: str = "strict"
 
 
-def read_corpus(spec: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
-    """A corpus from a text file, a folder (every text file under it, sorted) or a glob.
-
-    In a folder or a glob, files that are not text (binary, undecodable, empty) are
-    skipped and counted, so a code base with images in it still trains; hidden files and
-    folders are left out. A single file must be text.
-    """
+def find_source(spec: str | Path | None, encoding: str = "utf-8", errors: str = "strict") -> Source:
+    """A corpus from a text file, a folder (every file under it, sorted, hidden ones left
+    out), a glob, or with no spec the default corpus."""
+    if spec is None:
+        return Source("python-stdlib", default_corpus_files(), single=False)
     path = Path(spec)
     if path.is_file() or not (path.is_dir() or any(ch in str(spec) for ch in "*?[")):
-        return Corpus(read_text(path, encoding, errors), path.stem, 1, 0)
+        if not path.exists():
+            raise CharlstmError(f"corpus {path} does not exist")
+        return Source(path.stem, (path,), True, encoding, errors)
     if path.is_dir():
         files = sorted(
             f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)
@@ -83,34 +122,26 @@ def read_corpus(spec: str | Path, encoding: str = "utf-8", errors: str = "strict
     else:
         files = sorted(Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).is_file())
         name = "glob"
-    parts, skipped = [], 0
-    for file in files:
-        try:
-            text = read_text(file, encoding, errors)
-        except CharlstmError:
-            skipped += 1
-            continue
-        parts.append(text if text.endswith("\n") else text + "\n")
-    if not parts:
-        raise CharlstmError(f"no text files in {spec} ({len(files)} files, {skipped} skipped as not text)")
-    text = "".join(parts)
-    check_text(text, f"corpus {spec}")
-    return Corpus(text, name, len(parts), skipped)
+    if not files:
+        raise CharlstmError(f"no text files in {spec}")
+    return Source(name, tuple(files), False, encoding, errors)
 
 
 def check_text(text: str, name: str) -> None:
     """Refuse text that cannot be a character-level corpus."""
     if not text:
         raise CharlstmError(f"{name} has no characters")
-    vocabulary = len(set(text))
-    if vocabulary > MAX_VOCABULARY:
+    check_vocabulary_size(len(set(text)), name)
+
+
+def check_vocabulary_size(size: int, name: str) -> None:
+    if size > MAX_VOCABULARY:
         raise CharlstmError(
-            f"{name} has {vocabulary} distinct characters (more than {MAX_VOCABULARY}); "
-            "it looks binary or mixes many scripts"
+            f"{name} has {size} distinct characters (more than {MAX_VOCABULARY}); it looks binary or mixes many scripts"
         )
 
 
-def default_corpus() -> str:
+def default_corpus_files() -> tuple[Path, ...]:
     """A few MB of Python source from this interpreter's own standard library.
 
     Every Python installation has it, so `charlstm train` works with no download and the
@@ -118,20 +149,16 @@ def default_corpus() -> str:
     budget is met, so the corpus is the same on every run of the same Python.
     """
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    parts: list[str] = []
+    files: list[Path] = []
     size = 0
     for file in sorted(stdlib.glob("*.py")):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        parts.append(text)
-        size += len(text)
-        if size >= DEFAULT_CORPUS_CHARS:
+        files.append(file)
+        size += file.stat().st_size
+        if size >= DEFAULT_CORPUS_BYTES:
             break
-    if not parts:
+    if not files:
         raise CharlstmError(f"this Python has no standard-library source under {stdlib}; give a corpus file")
-    return "".join(parts)
+    return tuple(files)
 
 
 def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:

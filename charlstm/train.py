@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import math
 import re
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from charlstm import checkpoint, corpus
+from charlstm import checkpoint, corpus, token_cache
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig, parameter_count
 from charlstm.sample import SamplingConfig, default_prime, generate
@@ -171,20 +170,18 @@ def stream_loss(model: CharLSTM, batches: corpus.StreamBatches, device: torch.de
     return float(total) / count
 
 
-def evaluate_text(
-    model: CharLSTM, vocabulary: Vocabulary, text: str, device: str = "auto", precision: str = "fp32"
+def evaluate_tokens(
+    model: CharLSTM, tokens: torch.Tensor, device: str = "auto", precision: str = "fp32"
 ) -> dict[str, Any]:
-    """Loss of a trained model on any text (e.g. a held-out test split), in nats and bits/char."""
+    """Loss of a trained model on any token array (e.g. a held-out test split), in nats and bits/char."""
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    tokens = vocabulary.encode(text)
     batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
     loss = stream_loss(model.to(device_), batches, device_, precision)
-    evaluated = batches.targets.numel()
     return {
         "loss": loss,
         "bpc": loss / math.log(2),
-        "characters": evaluated,
+        "characters": batches.targets.numel(),
         "device": device_.type,
         "precision": precision,
     }
@@ -218,20 +215,20 @@ class Data:
     name: str
     sha256: str
     files: int = 1
+    skipped: int = 0
 
 
-def load_data(config: TrainConfig, vocabulary: Vocabulary | None = None) -> Data:
-    """Read and encode the corpus; with `vocabulary` given, the text must fit it."""
-    if config.corpus is None:
-        text, name, files = corpus.default_corpus(), "python-stdlib", 1
-    else:
-        source = corpus.read_corpus(config.corpus, config.encoding, config.errors)
-        text, name, files = source.text, source.name, source.files
-    vocabulary = vocabulary or Vocabulary.from_text(text)
-    tokens = vocabulary.encode(text, what=f"corpus {config.corpus or name}")
-    train, val = corpus.split(tokens, config.val_frac)
-    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Data(vocabulary, train, val, name, sha, files)
+def load_data(
+    config: TrainConfig, vocabulary: Vocabulary | None = None, progress: token_cache.Progress | None = None
+) -> Data:
+    """The corpus as memory-mapped tokens; with `vocabulary` given, the text must fit it."""
+    source = corpus.find_source(config.corpus, config.encoding, config.errors)
+    loaded = token_cache.load_tokens(
+        source, vocabulary, what=f"corpus {config.corpus or source.name}", progress=progress
+    )
+    train, val = corpus.split(loaded.tokens, config.val_frac)
+    scan = loaded.scan
+    return Data(vocabulary or scan.vocabulary, train, val, source.name, scan.sha256, len(scan.files), scan.skipped)
 
 
 class Trainer:
@@ -461,6 +458,7 @@ def start(
     config: TrainConfig,
     root: Path = checkpoint.DEFAULT_ROOT,
     init_from: str | None = None,
+    progress: token_cache.Progress | None = None,
 ) -> Trainer:
     """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary."""
     vocabulary, source_model = None, None
@@ -474,7 +472,7 @@ def start(
                 f"{', '.join('--' + k for k in conflicts)} cannot differ from it"
             )
         model_options = source_options
-    data = load_data(config, vocabulary)
+    data = load_data(config, vocabulary, progress)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
     trainer = Trainer(model_config, config, data, new_run_dir(root, data.name))
     if source_model is not None:
@@ -493,7 +491,7 @@ def start(
     return trainer
 
 
-def resume(path: str, overrides: dict[str, Any]) -> Trainer:
+def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
     """Continue the run at `path` (a run folder or a checkpoint file) exactly where it stopped.
 
     Budget options (max steps and time, eval and sample intervals, device) may change on
@@ -515,7 +513,7 @@ def resume(path: str, overrides: dict[str, Any]) -> Trainer:
             "cannot change; start a new run with --init-from instead"
         )
     config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in changeable}))
-    data = load_data(config, Vocabulary(payload["vocabulary"]))
+    data = load_data(config, Vocabulary(payload["vocabulary"]), progress)
     trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent)
     trainer.load_state_dict(payload)
     checkpoint.remove_stale_temporaries(file.parent)

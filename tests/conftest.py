@@ -22,6 +22,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kwar
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def token_cache_folder(tmp_path_factory) -> Path:
+    """Token caches go to a temporary folder, never the user's ~/.cache (the CLI runs inherit it)."""
+    folder = tmp_path_factory.mktemp("token-cache")
+    os.environ["CHARLSTM_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shakespeare_text() -> str:
     return SHAKESPEARE.read_text(encoding="utf-8")

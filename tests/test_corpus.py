@@ -40,11 +40,27 @@ def test_encoding_and_errors_options_rescue_other_encodings(tmp_path):
     assert corpus.read_text(path, errors="replace") == "caf\ufffd"
 
 
-def test_default_corpus_is_deterministic_python_source_of_a_few_megabytes():
-    text = corpus.default_corpus()
-    assert 1_000_000 < len(text) < 10_000_000
-    assert "def " in text and "import " in text
-    assert text == corpus.default_corpus()
+def test_default_corpus_is_a_few_megabytes_of_python_source_in_a_fixed_order():
+    source = corpus.find_source(None)
+    assert source.name == "python-stdlib" and not source.single
+    assert 1_000_000 < sum(f.stat().st_size for f in source.files) < 10_000_000
+    assert all(f.suffix == ".py" for f in source.files)
+    assert list(source.files) == sorted(source.files) == list(corpus.find_source(None).files)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 1 << 20])
+def test_pieces_join_to_the_whole_text_wherever_the_reads_split(tmp_path, chunk_bytes):
+    """A CRLF, a BOM or a multi-byte character cut in two by a read must come out whole."""
+    path = tmp_path / "split.txt"
+    path.write_bytes("\ufeffé\r\n€\r\r\n𝄞 end\r".encode())
+    assert "".join(corpus.iter_text(path, chunk_bytes=chunk_bytes)) == "é\n€\r\n𝄞 end\r"
+
+
+def test_a_file_cut_inside_a_character_is_explained(tmp_path):
+    path = tmp_path / "cut.txt"
+    path.write_bytes("fin €".encode()[:-1])
+    with pytest.raises(CharlstmError, match="ends inside a utf-8 character"):
+        corpus.read_text(path)
 
 
 def test_split_keeps_the_tail_for_validation():
@@ -94,30 +110,6 @@ def test_validation_uses_fewer_streams_when_the_split_is_small():
         corpus.validation_streams(torch.arange(20), max_streams=64, seq_len=32)
 
 
-def test_a_folder_is_every_text_file_under_it_in_sorted_order(tmp_path):
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "two.py").write_text("print(2)")
-    (tmp_path / "a.txt").write_text("one\n")
-    (tmp_path / "logo.png").write_bytes(b"\x89PNG\x00\x00binary")
-    (tmp_path / ".git").mkdir()
-    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    source = corpus.read_corpus(tmp_path)
-    assert source.text == "one\nprint(2)\n"
-    assert (source.files, source.skipped, source.name) == (2, 1, tmp_path.name)
-
-
-def test_a_glob_selects_files(tmp_path):
-    (tmp_path / "a.py").write_text("x = 1\n")
-    (tmp_path / "b.txt").write_text("prose\n")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "c.py").write_text("y = 2\n")
-    assert corpus.read_corpus(str(tmp_path / "**" / "*.py")).text == "x = 1\ny = 2\n"
-    with pytest.raises(CharlstmError, match="no text files"):
-        corpus.read_corpus(str(tmp_path / "*.rs"))
-
-
-def test_a_single_file_must_be_text(tmp_path):
-    path = tmp_path / "data.bin"
-    path.write_bytes(b"\x00\x01")
-    with pytest.raises(CharlstmError, match="looks binary"):
-        corpus.read_corpus(path)
+def test_a_missing_corpus_is_named():
+    with pytest.raises(CharlstmError, match="corpus nowhere.txt does not exist"):
+        corpus.find_source("nowhere.txt")
