@@ -1,0 +1,133 @@
+"""`charlstm corpus list|get` against a local HTTP server: no test touches the network."""
+
+import hashlib
+import http.server
+import json
+import threading
+import zipfile
+from functools import partial
+
+import pytest
+
+from charlstm import catalogue
+from tests.conftest import SHAKESPEARE, run_cli
+
+TEXT = "To be, or not to be: that is the question.\n" * 50
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves tmp_path/www over HTTP on a free port; counts the requests."""
+    www = tmp_path / "www"
+    www.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+
+
+@pytest.fixture
+def mirror(server, tmp_path, monkeypatch):
+    """A catalogue whose corpora are served locally: a plain file and a zip member."""
+    www, url, requests = server
+    data = TEXT.encode()
+    (www / "hamlet.txt").write_bytes(data)
+    with zipfile.ZipFile(www / "hamlet.zip", "w") as z:
+        z.writestr("hamlet", data)
+    zipped = (www / "hamlet.zip").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    common = {"licence": "public domain", "description": "a test corpus"}
+    entries = {
+        "hamlet": common
+        | {"url": f"{url}/hamlet.txt", "bytes": len(data), "sha256": sha, "file": "hamlet.txt", "train": "x"},
+        "zipped": common
+        | {
+            "url": f"{url}/hamlet.zip",
+            "bytes": len(zipped),
+            "sha256": hashlib.sha256(zipped).hexdigest(),
+            "member": "hamlet",
+            "member_bytes": len(data),
+            "member_sha256": sha,
+            "file": "hamlet",
+            "train": "x",
+        },
+    }
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(entries))
+    monkeypatch.setenv("CHARLSTM_CATALOGUE", str(path))
+    return www, requests
+
+
+def test_the_shipped_catalogue_describes_the_standard_tinyshakespeare(monkeypatch):
+    monkeypatch.delenv("CHARLSTM_CATALOGUE", raising=False)
+    entries = catalogue.load_catalogue()
+    assert {"tinyshakespeare", "enwik8"} <= entries.keys()
+    shakespeare = entries["tinyshakespeare"]
+    assert shakespeare.bytes == SHAKESPEARE.stat().st_size
+    assert shakespeare.sha256 == catalogue.file_sha256(SHAKESPEARE)
+    for e in entries.values():
+        assert len(e.final_sha256) == 64 and e.url.startswith("http") and e.licence
+
+
+def test_get_downloads_verifies_and_keeps_a_good_copy(mirror, tmp_path):
+    _, requests = mirror
+    out = tmp_path / "data"
+    result = run_cli("corpus", "get", "hamlet", "--to", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "SHA-256 verified" in result.stdout
+    assert (out / "hamlet.txt").read_text() == TEXT
+    assert [p.name for p in out.iterdir()] == ["hamlet.txt"]
+    again = run_cli("corpus", "get", "hamlet", "--to", str(out))
+    assert again.returncode == 0 and "already have" in again.stdout
+    assert len(requests) == 1
+
+
+def test_get_extracts_the_member_of_an_archive(mirror, tmp_path):
+    path, downloaded = catalogue.fetch(catalogue.entry("zipped"), tmp_path / "data")
+    assert downloaded and path.read_text() == TEXT
+    assert [p.name for p in path.parent.iterdir()] == ["hamlet"]
+
+
+def test_a_corrupted_download_leaves_nothing_behind(mirror, tmp_path):
+    www, _ = mirror
+    (www / "hamlet.txt").write_text(TEXT.replace("question", "answer!!"))
+    out = tmp_path / "data"
+    result = run_cli("corpus", "get", "hamlet", "--to", str(out))
+    assert result.returncode == 1
+    assert result.stderr.startswith("charlstm: error: ") and "nothing was kept" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_different_file_of_the_same_name_is_never_overwritten(mirror, tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "hamlet.txt").write_text("my own notes")
+    result = run_cli("corpus", "get", "hamlet", "--to", str(out))
+    assert result.returncode == 1 and "is not the catalogue's hamlet" in result.stderr
+    assert (out / "hamlet.txt").read_text() == "my own notes"
+
+
+def test_unknown_names_and_unreachable_servers_are_one_line(mirror, tmp_path, monkeypatch):
+    unknown = run_cli("corpus", "get", "hamlett")
+    assert unknown.returncode == 1 and "known: hamlet, zipped" in unknown.stderr
+    entries = json.loads(catalogue.catalogue_path().read_text())
+    entries["hamlet"]["url"] = "http://127.0.0.1:9/hamlet.txt"
+    catalogue.catalogue_path().write_text(json.dumps(entries))
+    down = run_cli("corpus", "get", "hamlet", "--to", str(tmp_path))
+    assert down.returncode == 1 and "cannot download http://127.0.0.1:9/hamlet.txt" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_list_shows_every_entry(mirror):
+    result = run_cli("corpus", "list", "--json")
+    assert result.returncode == 0
+    assert [e["name"] for e in json.loads(result.stdout)] == ["hamlet", "zipped"]
+    table = run_cli("corpus", "list")
+    assert "hamlet" in table.stdout and "public domain" in table.stdout
