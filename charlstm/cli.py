@@ -275,6 +275,7 @@ def train(
     ] = True,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
+    from charlstm import distributed
     from charlstm import train as training
 
     train_options = _given(
@@ -314,9 +315,12 @@ def train(
         training.keep_freed_memory()
     printer = _ProgressPrinter(interactive=sys.stderr.isatty())
     try:
-        result = trainer.run(printer)
+        result = trainer.run(printer if trainer.ranks.main else None)
     finally:
         printer.close()
+        distributed.shutdown()
+    if not trainer.ranks.main:
+        return
     best = (
         f"best val {result['best_val_loss']:.4f} nats/char"
         if math.isfinite(result["best_val_loss"])

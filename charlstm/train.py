@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from charlstm import checkpoint, corpus, token_cache
+from charlstm import checkpoint, corpus, distributed, token_cache
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig, parameter_count
 from charlstm.sample import SamplingConfig, default_prime, generate
@@ -154,20 +154,29 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def stream_loss(model: CharLSTM, batches: corpus.StreamBatches, device: torch.device, precision: str) -> float:
-    """Mean loss in nats per character over every window of `batches`, state carried."""
+def stream_loss(
+    model: CharLSTM,
+    batches: corpus.StreamBatches,
+    device: torch.device,
+    precision: str,
+    rows: slice = slice(None),
+) -> torch.Tensor:
+    """Summed loss (nats) and count of characters over every window of `batches`' `rows`,
+    state carried; returned together as one tensor so ranks can add them in one step."""
     model.eval()
-    total, count = torch.zeros((), device=device), 0
+    total = torch.zeros(2, dtype=torch.float64, device=device)
     state = None
     for window in range(len(batches)):
         batch = batches.batch(window)
-        inputs = batch.inputs.to(device, torch.long)
-        targets = batch.targets.to(device, torch.long)
+        inputs = batch.inputs[rows].to(device, torch.long)
+        targets = batch.targets[rows].to(device, torch.long)
+        if targets.numel() == 0:
+            break
         with autocast(device, precision):
             logits, state = model(inputs, state)
-        total += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        count += targets.numel()
-    return float(total) / count
+        total[0] += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        total[1] += targets.numel()
+    return total
 
 
 def evaluate_tokens(
@@ -177,7 +186,8 @@ def evaluate_tokens(
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
     batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
-    loss = stream_loss(model.to(device_), batches, device_, precision)
+    total, count = stream_loss(model.to(device_), batches, device_, precision).tolist()
+    loss = total / count
     return {
         "loss": loss,
         "bpc": loss / math.log(2),
@@ -234,12 +244,26 @@ def load_data(
 class Trainer:
     """One training run: model, optimizer, data, and the position in all three."""
 
-    def __init__(self, model_config: ModelConfig, config: TrainConfig, data: Data, run_dir: Path):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        data: Data,
+        run_dir: Path,
+        ranks: distributed.Ranks | None = None,
+    ):
         self.config, self.data, self.run_dir = config, data, run_dir
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
+        self.ranks = ranks or distributed.Ranks()
+        self.ranks.check_batch(config.batch_size)
+        self.rows = self.ranks.rows(config.batch_size)
         torch.manual_seed(config.seed)
         self.model = CharLSTM(model_config).to(self.device)
+        self.forward = self.model
+        if self.ranks.world > 1:
+            ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "embedding" in n]
         self.optimizer = torch.optim.AdamW(
@@ -258,7 +282,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.best_val_loss = math.inf
-        self.state = self.model.initial_state(config.batch_size, self.device)
+        self.stop_requested = False
+        self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
     def learning_rate(self) -> float:
         """Linear warmup, then cosine decay to `min_lr_ratio` over the step or time budget."""
@@ -275,12 +300,15 @@ class Trainer:
 
     def train_step(self) -> torch.Tensor:
         batch = self.batches.batch(self.step)
-        inputs = batch.inputs.to(self.device, torch.long, non_blocking=True)
-        targets = batch.targets.to(self.device, torch.long, non_blocking=True)
+        inputs = batch.inputs[self.rows].to(self.device, torch.long, non_blocking=True)
+        targets = batch.targets[self.rows].to(self.device, torch.long, non_blocking=True)
         state = self.state if batch.carry_state else self.model.initial_state(inputs.shape[0], self.device)
+        # Dropout's randomness is addressed by (seed, step, rank) like the batches, so a
+        # resumed run draws the same masks with no generator state to carry.
+        torch.manual_seed(self.config.seed * 1_000_003 + self.step * 1_009 + self.ranks.rank)
         self.model.train()
         with autocast(self.device, self.precision):
-            logits, state = self.model(inputs, state)
+            logits, state = self.forward(inputs, state)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -294,19 +322,22 @@ class Trainer:
         return loss.detach()
 
     def evaluate(self) -> float | None:
-        """Mean loss in nats per character over the whole validation split."""
+        """Mean loss in nats per character over the whole validation split (each rank
+        scores every world-th stream)."""
         if self.val_batches is None:
             return None
-        return stream_loss(self.model, self.val_batches, self.device, self.precision)
+        rows = slice(self.ranks.rank, None, self.ranks.world)
+        total, count = self.ranks.sum(stream_loss(self.model, self.val_batches, self.device, self.precision, rows))
+        return float(total / count)
 
     def finished(self) -> bool:
         c = self.config
         return bool((c.max_steps and self.step >= c.max_steps) or (c.max_time and self.elapsed >= c.max_time))
 
     def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Everything a resume needs; in a distributed run the carried state of every rank's
+        streams is gathered, so the checkpoint is the same as a one-process run's."""
+        carried = [self.ranks.gather_rows(s).cpu() for s in self.state]
         return {
             "format": checkpoint.FORMAT_VERSION,
             "model_config": self.model.config.to_dict(),
@@ -318,8 +349,7 @@ class Trainer:
                 "step": self.step,
                 "elapsed": self.elapsed,
                 "best_val_loss": self.best_val_loss,
-                "carried_state": [s.cpu() for s in self.state],
-                "rng": rng,
+                "carried_state": carried,
                 "corpus_sha256": self.data.sha256,
             },
         }
@@ -335,10 +365,7 @@ class Trainer:
         self.optimizer.load_state_dict(resume["optimizer"])
         self.step, self.elapsed = resume["step"], resume["elapsed"]
         self.best_val_loss = resume["best_val_loss"]
-        self.state = tuple(s.to(self.device) for s in resume["carried_state"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        if "cuda" in resume["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], self.device)
+        self.state = tuple(s[:, self.rows].to(self.device) for s in resume["carried_state"])
 
     def save(self, name: str, stopping: bool = False) -> Path:
         """Save atomically; Ctrl-C waits until the write is done. When `stopping`
@@ -347,11 +374,16 @@ class Trainer:
             if not torch.isfinite(s).all():
                 raise CharlstmError(f"the hidden state is not finite at step {self.step}; not saving over {name}")
         path = self.run_dir / name
-        with _sigint_deferred(deliver=not stopping):
-            checkpoint.save_atomic(self.state_dict(), path)
+        payload = self.state_dict()
+        if self.ranks.main:
+            with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
+                checkpoint.save_atomic(payload, path)
+        self.ranks.barrier()
         return path
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        if not self.ranks.main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -384,38 +416,64 @@ class Trainer:
         """Train until the step or time budget is spent; returns the final metrics."""
         listener = listener or TrainListener()
         listener.started(self)
+        try:
+            with self._stop_requests():
+                self._loop(listener)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self.save(checkpoint.LAST, stopping=True)) from None
+        return {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
+
+    def _loop(self, listener: TrainListener) -> None:
         c = self.config
         chars_per_step = c.batch_size * c.seq_len
         loss_sum, loss_count, last_loss = torch.zeros((), device=self.device), 0, None
         tick, tick_step = time.perf_counter(), self.step
         clock = time.perf_counter()
+        while not self.finished():
+            loss_sum += self.train_step()
+            loss_count += 1
+            now = time.perf_counter()
+            self.elapsed += now - clock
+            clock = now
+            if self.ranks.world > 1:
+                self.elapsed, stop = self.ranks.agree(self.elapsed, float(self.stop_requested))
+                if stop:
+                    raise KeyboardInterrupt
+            if self.step % 10 == 0 or self.finished():
+                last_loss = float(self.ranks.sum(loss_sum)) / (loss_count * self.ranks.world)
+                if not math.isfinite(last_loss):
+                    raise CharlstmError(
+                        f"the loss became {last_loss} by step {self.step}; no checkpoint was written "
+                        "over the last good one; try a lower --lr or --grad-clip"
+                    )
+                speed = chars_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
+                listener.stepped(self.step, last_loss, speed)
+                loss_sum.zero_()
+                loss_count, tick, tick_step = 0, now, self.step
+            if self.step % c.eval_every == 0 and not self.finished():
+                self.checkpoint_and_evaluate(listener, last_loss)
+                if c.sample_every and self.step % c.sample_every == 0 and self.ranks.main:
+                    listener.sampled(self.step, self.sample_text())
+                clock = time.perf_counter()
+        self.checkpoint_and_evaluate(listener, last_loss)
+
+    @contextmanager
+    def _stop_requests(self):
+        """In a distributed run, Ctrl-C (and torchrun's SIGTERM) only ask to stop: the ranks
+        agree on it after the step they are in and save together, since one rank cannot
+        save the others' state alone. A one-process run takes KeyboardInterrupt as it comes."""
+        if self.ranks.world == 1:
+            yield
+            return
+        wanted = (signal.SIGINT, signal.SIGTERM)
+        previous = {
+            sig: signal.signal(sig, lambda signum, frame: setattr(self, "stop_requested", True)) for sig in wanted
+        }
         try:
-            while not self.finished():
-                loss_sum += self.train_step()
-                loss_count += 1
-                now = time.perf_counter()
-                self.elapsed += now - clock
-                clock = now
-                if self.step % 10 == 0 or self.finished():
-                    last_loss = float(loss_sum) / loss_count
-                    if not math.isfinite(last_loss):
-                        raise CharlstmError(
-                            f"the loss became {last_loss} by step {self.step}; no checkpoint was written "
-                            "over the last good one; try a lower --lr or --grad-clip"
-                        )
-                    speed = chars_per_step * (self.step - tick_step) / max(now - tick, 1e-9)
-                    listener.stepped(self.step, last_loss, speed)
-                    loss_sum.zero_()
-                    loss_count, tick, tick_step = 0, now, self.step
-                if self.step % c.eval_every == 0 and not self.finished():
-                    self.checkpoint_and_evaluate(listener, last_loss)
-                    if c.sample_every and self.step % c.sample_every == 0:
-                        listener.sampled(self.step, self.sample_text())
-                    clock = time.perf_counter()
-            self.checkpoint_and_evaluate(listener, last_loss)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(self.save(checkpoint.LAST, stopping=True)) from None
-        return {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextmanager
@@ -461,6 +519,7 @@ def start(
     progress: token_cache.Progress | None = None,
 ) -> Trainer:
     """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary."""
+    ranks = distributed.ranks(resolve_device(config.device))
     vocabulary, source_model = None, None
     if init_from is not None:
         source_model, vocabulary, _ = checkpoint.load_model(init_from)
@@ -472,23 +531,35 @@ def start(
                 f"{', '.join('--' + k for k in conflicts)} cannot differ from it"
             )
         model_options = source_options
-    data = load_data(config, vocabulary, progress)
+    data = _load_data_in_turn(ranks, config, vocabulary, progress)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
-    trainer = Trainer(model_config, config, data, new_run_dir(root, data.name))
+    run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
+    trainer = Trainer(model_config, config, data, run_dir, ranks)
     if source_model is not None:
         trainer.model.load_state_dict(source_model.state_dict())
-    checkpoint.write_json(
-        trainer.run_dir / "config.json",
-        {
-            "model": model_config.to_dict(),
-            "train": asdict(config),
-            "corpus": data.name,
-            "corpus_sha256": data.sha256,
-            "parameters": parameter_count(trainer.model),
-            "init_from": init_from,
-        },
-    )
+    if ranks.main:
+        checkpoint.write_json(
+            trainer.run_dir / "config.json",
+            {
+                "model": model_config.to_dict(),
+                "train": asdict(config),
+                "corpus": data.name,
+                "corpus_sha256": data.sha256,
+                "parameters": parameter_count(trainer.model),
+                "init_from": init_from,
+                "processes": ranks.world,
+            },
+        )
     return trainer
+
+
+def _load_data_in_turn(
+    ranks: distributed.Ranks, config: TrainConfig, vocabulary: Vocabulary | None, progress: token_cache.Progress | None
+) -> Data:
+    """Rank 0 builds the token cache; the other ranks wait for it, then map it."""
+    data = load_data(config, vocabulary, progress) if ranks.main else None
+    ranks.barrier()
+    return data or load_data(config, vocabulary)
 
 
 def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
@@ -513,8 +584,10 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
             "cannot change; start a new run with --init-from instead"
         )
     config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in changeable}))
-    data = load_data(config, Vocabulary(payload["vocabulary"]), progress)
-    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent)
+    ranks = distributed.ranks(resolve_device(config.device))
+    data = _load_data_in_turn(ranks, config, Vocabulary(payload["vocabulary"]), progress)
+    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, ranks)
     trainer.load_state_dict(payload)
-    checkpoint.remove_stale_temporaries(file.parent)
+    if ranks.main:
+        checkpoint.remove_stale_temporaries(file.parent)
     return trainer
