@@ -9,7 +9,9 @@ A checkpoint is one `torch.save` file of plain values and tensors, so
     model         the weights (state_dict)
     train_config  TrainConfig as a dict (absent from weights-only exports)
     resume        optimizer state, step, elapsed seconds, best validation loss, carried
-                  hidden state and RNG states: everything an exact resume needs
+                  hidden state (every stream's, also from a distributed run) and the
+                  corpus SHA-256: everything an exact resume needs, since batches and
+                  dropout masks are addressed by (seed, step)
 
 A run folder holds last.pt, best.pt (lowest validation loss), metrics.jsonl and
 config.json. Saving writes a temporary file beside the target, fsyncs it and renames it

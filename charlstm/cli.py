@@ -674,6 +674,8 @@ def main(argv: list[str] | None = None) -> None:
         from charlstm.train import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
+            if os.environ.get("RANK", "0") != "0":
+                sys.exit(EXIT_INTERRUPTED)
             print(f"charlstm: {e}; continue with: charlstm train --resume {e.path.parent}", file=sys.stderr)
             code = EXIT_INTERRUPTED
         elif isinstance(e, CharlstmError):
