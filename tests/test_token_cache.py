@@ -1,8 +1,12 @@
 import hashlib
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from charlstm import corpus, token_cache
 from charlstm.errors import CharlstmError
@@ -129,3 +133,18 @@ def test_an_unwritable_cache_is_one_clear_error(tmp_path, monkeypatch):
     path.write_text("hello\n")
     with pytest.raises(CharlstmError, match="token cache.*CHARLSTM_CACHE"):
         load(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1))
+def test_the_cache_encodes_as_the_vocabulary_does(text):
+    """Training reads the cache, sampling and inspection encode with Vocabulary: they must agree."""
+    expected = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    assume(expected)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.txt"
+        path.write_bytes(text.encode("utf-8"))
+        loaded = load(path)
+    vocabulary = Vocabulary.from_text(expected)
+    assert loaded.scan.vocabulary == vocabulary
+    assert torch.equal(loaded.tokens, vocabulary.encode(expected))
