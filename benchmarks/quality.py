@@ -37,12 +37,16 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
             *extra,
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        metrics = [json.loads(line) for line in next(Path(root).glob("*/metrics.jsonl")).read_text().splitlines()]
+        run = next(Path(root).iterdir())
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        config = json.loads((run / "config.json").read_text())
     final = metrics[-1]
     return {
         "benchmark": "quality",
         "seconds": seconds,
         "options": " ".join(extra),
+        "shape": f"{config['model']['layers']}x{config['model']['hidden']}, batch {config['train']['batch_size']}",
+        "sized_for_budget": config["sized_for_budget"] is not None,
         "steps": final["step"],
         "val_loss": round(final["val_loss"], 4),
         "val_bpc": round(final["val_bpc"], 4),
@@ -61,10 +65,11 @@ def main() -> None:
         row = run(seconds, args.extra, args.corpus)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(f"{'seconds':>8} {'steps':>7} {'val nats/char':>14} {'bits/char':>10}  options", file=sys.stderr)
+    print(f"{'seconds':>8} {'steps':>7} {'val nats/char':>14} {'bits/char':>10}  shape / options", file=sys.stderr)
     for r in rows:
         print(
-            f"{r['seconds']:>8g} {r['steps']:>7} {r['val_loss']:>14.4f} {r['val_bpc']:>10.4f}  {r['options']}",
+            f"{r['seconds']:>8g} {r['steps']:>7} {r['val_loss']:>14.4f} {r['val_bpc']:>10.4f}  "
+            f"{r['shape']}{' (sized for the budget)' if r['sized_for_budget'] else ''} {r['options']}",
             file=sys.stderr,
         )
 

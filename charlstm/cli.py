@@ -72,6 +72,7 @@ class _ProgressPrinter:
         from tqdm import tqdm
 
         from charlstm.model import parameter_count
+        from charlstm.train import BUDGET_STEPS
 
         c, m = trainer.config, trainer.model.config
         budget = []
@@ -80,12 +81,20 @@ class _ProgressPrinter:
         if c.max_time:
             budget.append(f"{c.max_time:g} s")
         self.message(
-            f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters | "
+            f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters, "
+            f"batch {c.batch_size}x{c.seq_len} | "
             f"corpus {trainer.data.name}{f' ({trainer.data.files} files)' if trainer.data.files > 1 else ''}: "
             f"{len(trainer.data.train):,} train / {len(trainer.data.val):,} val chars, "
             f"vocabulary {len(trainer.data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
             f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
         )
+        if trainer.sizing:
+            tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in trainer.sizing["steps_per_second"].items())
+            self.message(
+                f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
+                f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {trainer.sizing['seconds']:.1f} s: "
+                f"{tried}); --hidden or --batch-size fixes them"
+            )
         if trainer.step:
             self.message(
                 f"resumed at step {trainer.step} ({trainer.elapsed:.0f} s trained, best val "
@@ -298,6 +307,8 @@ def train(
         precision=precision,
     )
     model_options = _given(cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout)
+    if keep_freed_memory:
+        training.keep_freed_memory()
     reading = _CorpusProgress()
     try:
         if resume is not None:
@@ -308,11 +319,11 @@ def train(
             trainer = training.resume(resume, train_options, reading)
         else:
             config = training.TrainConfig(corpus=str(corpus) if corpus is not None else None, **train_options)
-            trainer = training.start(model_options, config, checkpoints, init_from, reading)
+            chosen = {"layers", "hidden"} & model_options.keys() or {"batch_size", "max_steps"} & train_options.keys()
+            size_for_budget = not chosen and init_from is None
+            trainer = training.start(model_options, config, checkpoints, init_from, reading, size_for_budget)
     finally:
         reading.close()
-    if keep_freed_memory:
-        training.keep_freed_memory()
     printer = _ProgressPrinter(interactive=sys.stderr.isatty())
     try:
         result = trainer.run(printer if trainer.ranks.main else None)

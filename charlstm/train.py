@@ -15,8 +15,9 @@ import math
 import re
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,7 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val_loss = math.inf
         self.stop_requested = False
+        self.sizing: dict | None = None
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
     def learning_rate(self) -> float:
@@ -497,6 +499,51 @@ def _sigint_deferred(deliver: bool = True):
         raise KeyboardInterrupt
 
 
+# Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
+BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
+BUDGET_STEPS = 2_500
+
+
+def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) -> tuple[int, int]:
+    """The largest (hidden, batch) of BUDGET_SHAPES that still fits BUDGET_STEPS updates
+    into `seconds`, by the measured speed of each; the smallest if none does.
+
+    On tiny-shakespeare the best model for a budget was, on a fast and on a slow CPU alike,
+    the largest that got about 2,500 updates: fewer and it is undertrained, more and a
+    bigger one would have done better (README, Measured: sizing for the budget).
+    """
+    chosen = BUDGET_SHAPES[0]
+    for hidden, batch in BUDGET_SHAPES:
+        if steps_per_second(hidden, batch) * seconds < BUDGET_STEPS:
+            break
+        chosen = (hidden, batch)
+    return chosen
+
+
+def measure_steps_per_second(
+    model_config: ModelConfig, batch: int, seq_len: int, device: torch.device, precision: str, steps: int = 3
+) -> float:
+    """Training steps per second of a throwaway model of this shape, after one warm-up step."""
+    model = CharLSTM(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters())
+    ids = torch.randint(model_config.vocab_size, (batch, seq_len + 1), device=device)
+    start = 0.0
+    for step in range(steps + 1):
+        if step == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        with autocast(device, precision):
+            logits, _ = model(ids[:, :-1])
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps / (time.perf_counter() - start)
+
+
 def new_run_dir(root: Path, corpus_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = root / f"{corpus_name}-{stamp}"
@@ -517,8 +564,13 @@ def start(
     root: Path = checkpoint.DEFAULT_ROOT,
     init_from: str | None = None,
     progress: token_cache.Progress | None = None,
+    size_for_budget: bool = False,
 ) -> Trainer:
-    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary."""
+    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary.
+
+    With `size_for_budget` (the user chose no shape and no batch), the hidden size and
+    batch are picked for the time budget by measuring this machine (`choose_shape`).
+    """
     ranks = distributed.ranks(resolve_device(config.device))
     vocabulary, source_model = None, None
     if init_from is not None:
@@ -533,8 +585,12 @@ def start(
         model_options = source_options
     data = _load_data_in_turn(ranks, config, vocabulary, progress)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
+    sizing = None
+    if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
+        model_config, config, sizing = _size_for_budget(model_config, config)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
     trainer = Trainer(model_config, config, data, run_dir, ranks)
+    trainer.sizing = sizing
     if source_model is not None:
         trainer.model.load_state_dict(source_model.state_dict())
     if ranks.main:
@@ -548,9 +604,31 @@ def start(
                 "parameters": parameter_count(trainer.model),
                 "init_from": init_from,
                 "processes": ranks.world,
+                "sized_for_budget": sizing,
             },
         )
     return trainer
+
+
+def _size_for_budget(model_config: ModelConfig, config: TrainConfig) -> tuple[ModelConfig, TrainConfig, dict]:
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    rates: dict[str, float] = {}
+
+    def steps_per_second(hidden: int, batch: int) -> float:
+        shape = replace(model_config, hidden=hidden)
+        rates[f"{hidden}x{batch}"] = measure_steps_per_second(shape, batch, config.seq_len, device, precision)
+        return rates[f"{hidden}x{batch}"]
+
+    started = time.perf_counter()
+    hidden, batch = choose_shape(steps_per_second, config.max_time)
+    sizing = {
+        "hidden": hidden,
+        "batch_size": batch,
+        "steps_per_second": {k: round(v, 2) for k, v in rates.items()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return replace(model_config, hidden=hidden), replace(config, batch_size=batch), sizing
 
 
 def _load_data_in_turn(

@@ -6,7 +6,16 @@ import torch
 
 from charlstm import checkpoint
 from charlstm.errors import CharlstmError
-from charlstm.train import TrainConfig, TrainingInterrupted, TrainListener, parse_duration, resume, start
+from charlstm.train import (
+    TrainConfig,
+    TrainingInterrupted,
+    TrainListener,
+    choose_shape,
+    parse_duration,
+    resume,
+    start,
+)
+from tests.conftest import run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
 
@@ -151,3 +160,36 @@ def test_without_validation_only_last_is_written_and_sampling_uses_it(tmp_path, 
     assert sorted(p.name for p in trainer.run_dir.glob("*.pt")) == ["last.pt"]
     assert checkpoint.resolve(trainer.run_dir) == trainer.run_dir / "last.pt"
     assert "val_loss" not in json.loads((trainer.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_the_budget_picks_the_largest_shape_that_still_gets_enough_updates():
+    speeds = {(128, 16): 100.0, (192, 16): 60.0, (256, 16): 40.0, (256, 32): 25.0, (384, 32): 12.0, (512, 32): 6.0}
+    probed = []
+
+    def steps_per_second(hidden, batch):
+        probed.append((hidden, batch))
+        return speeds[hidden, batch]
+
+    assert choose_shape(steps_per_second, 90) == (256, 16)
+    assert probed == [(128, 16), (192, 16), (256, 16), (256, 32)], "probing stops at the first shape too slow"
+    assert choose_shape(steps_per_second, 300) == (384, 32)
+    assert choose_shape(steps_per_second, 10) == (128, 16), "the smallest when none fits"
+    assert choose_shape(steps_per_second, 3600) == (512, 32)
+
+
+def test_a_run_with_no_shape_given_is_sized_for_its_budget(tmp_path, small_corpus):
+    result = run_cli(
+        "train", str(small_corpus), "--max-time", "2s", "--sample-every", "0", "--checkpoints", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sized for the 2 s budget: hidden 128, batch 16" in result.stderr
+    (run,) = tmp_path.iterdir()
+    written = json.loads((run / "config.json").read_text())
+    assert (written["model"]["hidden"], written["train"]["batch_size"]) == (128, 16)
+    assert written["sized_for_budget"]["hidden"] == 128 and "128x16" in written["sized_for_budget"]["steps_per_second"]
+    fixed = run_cli(
+        "train", str(small_corpus), "--max-time", "1s", "--hidden", "64", "--checkpoints", str(tmp_path / "fixed")
+    )
+    assert fixed.returncode == 0 and "sized for" not in fixed.stderr
+    (run,) = (tmp_path / "fixed").iterdir()
+    assert json.loads((run / "config.json").read_text())["sized_for_budget"] is None
