@@ -520,27 +520,13 @@ def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) 
     return chosen
 
 
-def measure_steps_per_second(
-    model_config: ModelConfig, batch: int, seq_len: int, device: torch.device, precision: str, steps: int = 3
-) -> float:
-    """Training steps per second of a throwaway model of this shape, after one warm-up step."""
-    model = CharLSTM(model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters())
-    ids = torch.randint(model_config.vocab_size, (batch, seq_len + 1), device=device)
-    start = 0.0
-    for step in range(steps + 1):
-        if step == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        with autocast(device, precision):
-            logits, _ = model(ids[:, :-1])
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def measure_steps_per_second(trainer: Trainer, steps: int = 3) -> float:
+    """Training steps per second of `trainer` (its real step on its real data), after one
+    warm-up step; reading each loss waits for the device."""
+    float(trainer.train_step())
+    start = time.perf_counter()
+    for _ in range(steps):
+        float(trainer.train_step())
     return steps / (time.perf_counter() - start)
 
 
@@ -587,7 +573,7 @@ def start(
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
     sizing = None
     if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
-        model_config, config, sizing = _size_for_budget(model_config, config)
+        model_config, config, sizing = _size_for_budget(model_config, config, data)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
     trainer = Trainer(model_config, config, data, run_dir, ranks)
     trainer.sizing = sizing
@@ -610,14 +596,17 @@ def start(
     return trainer
 
 
-def _size_for_budget(model_config: ModelConfig, config: TrainConfig) -> tuple[ModelConfig, TrainConfig, dict]:
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+def _size_for_budget(
+    model_config: ModelConfig, config: TrainConfig, data: Data
+) -> tuple[ModelConfig, TrainConfig, dict]:
     rates: dict[str, float] = {}
 
     def steps_per_second(hidden: int, batch: int) -> float:
-        shape = replace(model_config, hidden=hidden)
-        rates[f"{hidden}x{batch}"] = measure_steps_per_second(shape, batch, config.seq_len, device, precision)
+        try:
+            probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
+        except CharlstmError:  # the corpus is too short for this many streams
+            return 0.0
+        rates[f"{hidden}x{batch}"] = measure_steps_per_second(probe)
         return rates[f"{hidden}x{batch}"]
 
     started = time.perf_counter()

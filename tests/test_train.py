@@ -193,3 +193,13 @@ def test_a_run_with_no_shape_given_is_sized_for_its_budget(tmp_path, small_corpu
     assert fixed.returncode == 0 and "sized for" not in fixed.stderr
     (run,) = (tmp_path / "fixed").iterdir()
     assert json.loads((run / "config.json").read_text())["sized_for_budget"] is None
+
+
+def test_sizing_skips_shapes_with_more_streams_than_the_corpus_can_fill(tmp_path):
+    """1,500 characters fill 16 streams of 65 but not 32: the probe must not fail the run."""
+    path = tmp_path / "short.txt"
+    path.write_text(("abcdefghij klmnop\n" * 100)[:1_500])
+    config = TrainConfig(corpus=str(path), max_time=1e9, seq_len=64)
+    trainer = start({"layers": 1, "embedding": 8}, config, tmp_path / "runs", size_for_budget=True)
+    assert (trainer.model.config.hidden, trainer.config.batch_size) == (256, 16)
+    assert "256x32" not in trainer.sizing["steps_per_second"]
