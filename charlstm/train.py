@@ -520,13 +520,17 @@ def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) 
     return chosen
 
 
-def measure_steps_per_second(trainer: Trainer, steps: int = 3) -> float:
-    """Training steps per second of `trainer` (its real step on its real data), after one
-    warm-up step; reading each loss waits for the device."""
-    float(trainer.train_step())
-    start = time.perf_counter()
-    for _ in range(steps):
+def measure_steps_per_second(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
+    """Training steps per second of `trainer` (its real step on its real data), timed for
+    at least `seconds` after `warmup` steps: a new shape's first steps build kernels and
+    touch fresh memory, and a shorter timing swung by a third between runs here. Reading
+    each loss waits for the device."""
+    for _ in range(warmup):
         float(trainer.train_step())
+    steps, start = 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - start < seconds:
+        float(trainer.train_step())
+        steps += 1
     return steps / (time.perf_counter() - start)
 
 
