@@ -665,12 +665,9 @@ def main(argv: list[str] | None = None) -> None:
         _report("aborted")
         code = EXIT_INTERRUPTED
     except typer.TyperException as e:
-        hint = (
-            f" (see: charlstm {e.ctx.info_name} --help)"
-            if getattr(e, "ctx", None) and e.ctx.info_name != "charlstm"
-            else ""
-        )
-        _report(e.format_message() + hint)
+        context = getattr(e, "ctx", None)
+        hint = f" (see: {context.command_path} --help)" if context and context.info_name != "charlstm" else ""
+        _report((e.format_message() or "missing command") + hint)
         code = EXIT_USAGE
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -78,6 +78,11 @@ BAD_INPUTS = [
     (["sample", "--bogus"], "No such option"),
     (["eval", "{corpus}", "--checkpoint", "{run}", "--precision", "fp16"], "--precision must be"),
     (["eval", "{corpus}", "--checkpoint", "{run}", "--device", "tpu"], "--device must be"),
+    (["eval", "{bad}/runs", "--checkpoint", "{run}"], "no text files in"),
+    (["eval", "{bad}/prime.txt", "--checkpoint", "{run}"], "never saw: 'Ω'"),
+    (["corpus"], "missing command (see: charlstm corpus --help)"),
+    (["corpus", "get"], "Missing argument 'name'. (see: charlstm corpus get --help)"),
+    (["corpus", "get", "shakespeare"], "no corpus named 'shakespeare'; known: enwik8, tinyshakespeare"),
 ]
 
 
