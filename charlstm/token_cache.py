@@ -127,12 +127,13 @@ def _cached_scan(source: Source, meta: Path, progress: Progress | None) -> Scan:
     scan = _scan(source, progress)
     for stale in meta.parent.glob(f"{meta.stem}.*.tokens"):
         stale.unlink(missing_ok=True)
+    position = {f: i for i, f in enumerate(source.files)}
     record = {
         "stamp": stamp,
         "vocabulary": scan.vocabulary.chars,
         "characters": scan.characters,
         "sha256": scan.sha256,
-        "files": [source.files.index(f) for f in scan.files],
+        "files": [position[f] for f in scan.files],
         "skipped": scan.skipped,
     }
     _write_atomic(meta, json.dumps(record).encode("utf-8", "surrogatepass"))
