@@ -339,7 +339,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs; in a distributed run the carried state of every rank's
         streams is gathered, so the checkpoint is the same as a one-process run's."""
-        carried = [self.ranks.gather_rows(s).cpu() for s in self.state]
+        carried = self.carried_state()
         return {
             "format": checkpoint.FORMAT_VERSION,
             "model_config": self.model.config.to_dict(),
@@ -355,6 +355,10 @@ class Trainer:
                 "corpus_sha256": self.data.sha256,
             },
         }
+
+    def carried_state(self) -> list[torch.Tensor]:
+        """Every stream's carried state, on the CPU; all ranks must call it together."""
+        return [self.ranks.gather_rows(s).cpu() for s in self.state]
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
         resume = payload["resume"]
@@ -376,10 +380,11 @@ class Trainer:
             if not torch.isfinite(s).all():
                 raise CharlstmError(f"the hidden state is not finite at step {self.step}; not saving over {name}")
         path = self.run_dir / name
-        payload = self.state_dict()
         if self.ranks.main:
             with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
-                checkpoint.save_atomic(payload, path)
+                checkpoint.save_atomic(self.state_dict(), path)
+        else:
+            self.carried_state()  # rank 0's gather needs every rank; only rank 0 writes
         self.ranks.barrier()
         return path
 
