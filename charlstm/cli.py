@@ -232,7 +232,7 @@ def train(
     ] = None,
     weight_decay: Annotated[
         float | None,
-        typer.Option("--weight-decay", help="AdamW weight decay on matrices. [default: 0.01]", show_default=False),
+        typer.Option("--weight-decay", help="AdamW weight decay on matrices. [default: 0.1]", show_default=False),
     ] = None,
     grad_clip: Annotated[
         float | None,

@@ -45,9 +45,9 @@ class TrainConfig:
     seq_len: int = 64
     batching: str = "stream"
     lr: float = 8e-3
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.0
     warmup_steps: int = 100
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     grad_clip: float = 1.0
     max_steps: int = 0
     max_time: float = 300.0
@@ -288,7 +288,7 @@ class Trainer:
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
     def learning_rate(self) -> float:
-        """Linear warmup, then cosine decay to `min_lr_ratio` over the step or time budget."""
+        """Linear warmup, then cosine decay to `min_lr_ratio` (zero by default) over the step or time budget."""
         c = self.config
         if self.step < c.warmup_steps:
             return c.lr * (self.step + 1) / c.warmup_steps

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -146,6 +147,34 @@ def test_every_command_has_help_with_examples():
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "Examples" in result.stdout and f"charlstm {command}" in result.stdout
+
+
+def test_train_help_states_the_real_defaults():
+    """The help text names defaults by hand (reading them from the config would import
+    torch for `--help`), so each one is held to the dataclass it describes."""
+    import re
+
+    import typer
+
+    from charlstm.cli import app
+    from charlstm.model import ModelConfig
+    from charlstm.train import TrainConfig, parse_duration
+
+    defaults = asdict(TrainConfig()) | asdict(ModelConfig(vocab_size=1))
+    stated = {}
+    for param in typer.main.get_command(app).commands["train"].params:
+        found = re.search(r"\[default: ([^\]]+)\]", param.help or "")
+        if found and param.name in defaults:
+            stated[param.name] = found.group(1)
+    assert len(stated) >= 20, stated
+    for name, text in stated.items():
+        default = defaults[name]
+        if name == "max_time":
+            assert parse_duration(text) == default, name
+        elif isinstance(default, str):
+            assert text == default, name
+        else:
+            assert float(text) == default, name
 
 
 def test_sample_piped_into_head_ends_quietly(trained_run):
