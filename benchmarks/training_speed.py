@@ -1,7 +1,15 @@
-"""Training chars/s: charlstm's trainer against a bare nn.LSTM loop of the same shape.
+"""Training chars/s: charlstm's trainer against bare nn.LSTM loops of the same shape.
 
-Both run in this one process, interleaved in rounds, so a noisy machine slows both alike;
-compare the ratio, not the absolute numbers. Prints JSON lines, then a table.
+Three contestants take turns in rounds, so a noisy machine slows all of them alike;
+compare the ratios, not the absolute numbers:
+
+* charlstm: its trainer, at the given precision, with freed memory kept (its default);
+* bare: the shortest honest nn.LSTM loop, same precision, same process (same allocator);
+* baseline: the bare loop in fp32 in a child process that keeps glibc's default malloc,
+  which is what a plain PyTorch script gets. The allocator is set per process, so the
+  baseline needs its own; it steps only when told to, between the others' rounds.
+
+Prints JSON lines, then a table.
 
     python benchmarks/training_speed.py                    # 2x128, 2x256, 2x512; fp32 and bf16
     python benchmarks/training_speed.py --hidden 512 --precision bf16
@@ -11,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
+from functools import partial
 
 import torch
 from torch import nn
 
-from charlstm.train import TrainConfig, Trainer, keep_freed_memory, load_data
+from charlstm.model import ModelConfig
+from charlstm.train import Data, TrainConfig, Trainer, keep_freed_memory, load_data
 
 
 def bare_loop(vocab: int, hidden: int, embedding: int, batch: int, seq: int, precision: str, tokens: torch.Tensor):
@@ -56,6 +67,45 @@ def timed(step, n: int) -> float:
     return time.perf_counter() - start
 
 
+def load(args: argparse.Namespace, precision: str) -> tuple[TrainConfig, Data]:
+    config = TrainConfig(
+        batch_size=args.batch_size, seq_len=args.seq_len, device="cpu", precision=precision, max_time=0, val_frac=0.0
+    )
+    return config, load_data(config)
+
+
+def bare_for(args: argparse.Namespace, hidden: int, precision: str, data: Data):
+    embedding = ModelConfig(vocab_size=len(data.vocabulary)).embedding
+    return bare_loop(len(data.vocabulary), hidden, embedding, args.batch_size, args.seq_len, precision, data.train)
+
+
+def serve_baseline(args: argparse.Namespace) -> None:
+    """The child: a bare fp32 loop on glibc's default malloc; reads a step count per line,
+    answers with the seconds those steps took."""
+    _, data = load(args, "fp32")
+    step = bare_for(args, args.hidden[0], "fp32", data)
+    for line in sys.stdin:
+        print(timed(step, int(line)), flush=True)
+
+
+class Baseline:
+    """The child process, driven one round at a time."""
+
+    def __init__(self, args: argparse.Namespace, hidden: int):
+        command = [sys.executable, __file__, "--serve-baseline", "--hidden", str(hidden)]
+        command += ["--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, steps: int) -> float:
+        self.process.stdin.write(f"{steps}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
@@ -64,43 +114,35 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="steps per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-keep-freed-memory", action="store_true", help="measure with glibc's default malloc")
+    parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.no_keep_freed_memory:
-        keep_freed_memory()
-    corpus = TrainConfig().corpus
+    if args.serve_baseline:
+        serve_baseline(args)
+        return
+    keep_freed_memory()
     rows = []
     for hidden in args.hidden:
+        baseline = Baseline(args, hidden)
+        baseline(2)
         for precision in args.precision:
-            config = TrainConfig(
-                corpus=corpus,
-                batch_size=args.batch_size,
-                seq_len=args.seq_len,
-                device="cpu",
-                precision=precision,
-                max_time=0,
-                val_frac=0.0,
-            )
-            data = load_data(config)
-            from charlstm.model import ModelConfig
-
+            config, data = load(args, precision)
             model_config = ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden)
             trainer = Trainer(model_config, config, data, run_dir=None)
-            bare = bare_loop(
-                len(data.vocabulary),
-                hidden,
-                model_config.embedding,
-                args.batch_size,
-                args.seq_len,
-                precision,
-                data.train,
-            )
+            bare = bare_for(args, hidden, precision, data)
             for warm in (trainer.train_step, bare):
                 timed(warm, 2)
-            t_charlstm = t_bare = 0.0
-            for _ in range(args.rounds):
-                t_charlstm += timed(trainer.train_step, args.steps)
-                t_bare += timed(bare, args.steps)
+            contestants = {
+                "charlstm": partial(timed, trainer.train_step),
+                "bare": partial(timed, bare),
+                "baseline": baseline,
+            }
+            seconds = dict.fromkeys(contestants, 0.0)
+            order = list(contestants)
+            for _ in range(args.rounds):  # each round starts with the next contestant
+                for name in order:
+                    seconds[name] += contestants[name](args.steps)
+                order = order[1:] + order[:1]
+            t_charlstm, t_bare, t_baseline = seconds.values()
             chars = args.rounds * args.steps * args.batch_size * args.seq_len
             row = {
                 "benchmark": "training_speed",
@@ -110,15 +152,20 @@ def main() -> None:
                 "charlstm_chars_per_s": round(chars / t_charlstm),
                 "bare_chars_per_s": round(chars / t_bare),
                 "ratio": round(t_bare / t_charlstm, 3),
-                "keep_freed_memory": not args.no_keep_freed_memory,
+                "baseline_chars_per_s": round(chars / t_baseline),
+                "vs_baseline": round(t_baseline / t_charlstm, 3),
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(f"{'shape':>6} {'precision':>9} {'charlstm':>10} {'bare':>10} {'ratio':>6}", file=sys.stderr)
+        baseline.close()
+    print(
+        f"{'shape':>6} {'precision':>9} {'charlstm':>10} {'bare':>10} {'ratio':>6} {'baseline':>10} {'vs base':>8}",
+        file=sys.stderr,
+    )
     for r in rows:
         print(
             f"{r['shape']:>6} {r['precision']:>9} {r['charlstm_chars_per_s']:>10} {r['bare_chars_per_s']:>10} "
-            f"{r['ratio']:>6}",
+            f"{r['ratio']:>6} {r['baseline_chars_per_s']:>10} {r['vs_baseline']:>8}",
             file=sys.stderr,
         )
 
