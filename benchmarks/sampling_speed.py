@@ -1,6 +1,11 @@
 """Sampling chars/s: charlstm's explicit-step sampler against the naive loop that calls the
 fused nn.LSTM once per character, on the same weights, in the same process.
 
+On glibc the naive loop's speed depends on malloc's state: from one process to the next it
+ran at either ~140 or ~380 chars/s here. Run it a few times, and once with freed memory
+kept (GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824) to
+see the loop without the page faults; charlstm's own step does not move.
+
     python benchmarks/sampling_speed.py                 # 2x512 LSTM, the issue's reference shape
     python benchmarks/sampling_speed.py --hidden 256 --chars 5000
 """
