@@ -1,6 +1,7 @@
 """The command line as a user meets it: every mistake is one line, an exit code, no traceback."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -8,8 +9,11 @@ from dataclasses import asdict
 
 import pytest
 import torch
+import typer
 
-from charlstm.cli import main
+from charlstm.cli import app, main
+from charlstm.model import ModelConfig
+from charlstm.train import TrainConfig, parse_duration
 from tests.conftest import TINY_MODEL, run_cli
 
 
@@ -152,14 +156,6 @@ def test_every_command_has_help_with_examples():
 def test_train_help_states_the_real_defaults():
     """The help text names defaults by hand (reading them from the config would import
     torch for `--help`), so each one is held to the dataclass it describes."""
-    import re
-
-    import typer
-
-    from charlstm.cli import app
-    from charlstm.model import ModelConfig
-    from charlstm.train import TrainConfig, parse_duration
-
     defaults = asdict(TrainConfig()) | asdict(ModelConfig(vocab_size=1))
     stated = {}
     for param in typer.main.get_command(app).commands["train"].params:
