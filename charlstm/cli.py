@@ -225,7 +225,7 @@ def train(
         ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). [default: 8e-3]", show_default=False)
+        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). [default: 1.2e-2]", show_default=False)
     ] = None,
     warmup_steps: Annotated[
         int | None, typer.Option("--warmup-steps", help="Linear warmup steps. [default: 100]", show_default=False)

@@ -7,6 +7,7 @@ import torch
 from charlstm import checkpoint
 from charlstm.errors import CharlstmError
 from charlstm.train import (
+    BUDGET_STEPS,
     TrainConfig,
     TrainingInterrupted,
     TrainListener,
@@ -163,12 +164,13 @@ def test_without_validation_only_last_is_written_and_sampling_uses_it(tmp_path, 
 
 
 def test_the_budget_picks_the_largest_shape_that_still_gets_enough_updates():
-    speeds = {(128, 16): 100.0, (192, 16): 60.0, (256, 16): 40.0, (256, 32): 25.0, (384, 32): 12.0, (512, 32): 6.0}
+    # Speeds as multiples of what a 90 s budget needs: 1.0 gets exactly BUDGET_STEPS there.
+    needed = {(128, 16): 4.0, (192, 16): 2.4, (256, 16): 1.6, (256, 32): 0.9, (384, 32): 0.45, (512, 32): 0.2}
     probed = []
 
     def steps_per_second(hidden, batch):
         probed.append((hidden, batch))
-        return speeds[hidden, batch]
+        return needed[hidden, batch] * BUDGET_STEPS / 90
 
     assert choose_shape(steps_per_second, 90) == (256, 16)
     assert probed == [(128, 16), (192, 16), (256, 16), (256, 32)], "probing stops at the first shape too slow"
