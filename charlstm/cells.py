@@ -10,9 +10,11 @@ one set of weights serves both paths:
     IndyLSTM  weight_ih (4H x in), weight_hh (4H,): one recurrent weight per unit and
               gate (Gonnet & Deselaers 2019), gate rows i, f, g, o as in the LSTM
 
-The cells keep the weight matrices transposed (in x gates, contiguous): a batch-one step
-is bound by memory traffic, and reading the matrices in that layout streams them about
-three times faster than a transposed view of PyTorch's layout.
+A batch-one step (sampling, inspection) is bound by reading the weight matrices, so the
+cells keep them in the layout that reads fastest: transposed and contiguous (in x gates,
+about three times faster to stream than a transposed view of PyTorch's layout), and cut
+into one block of gate columns per CPU thread (`column_blocks`, `affine`), so that every
+core reads its share.
 
 Each cell splits its work in two: `project_input` (the part that depends only on the
 input, which a caller may compute for many steps at once, or look up from a table for
@@ -26,6 +28,28 @@ import torch
 from torch import Tensor
 
 State = tuple[Tensor, ...]
+
+
+def column_blocks(weight: Tensor) -> Tensor:
+    """`weight` (out x in) kept as `affine` reads it: blocks x in x out/blocks, contiguous,
+    one block per CPU thread (one on a GPU), so a one-row product can use every core."""
+    out, width_in = weight.shape
+    threads = torch.get_num_threads() if weight.device.type == "cpu" else 1
+    blocks = max(b for b in range(1, threads + 1) if out % b == 0)
+    return weight.t().reshape(width_in, blocks, out // blocks).transpose(0, 1).contiguous()
+
+
+def affine(shift: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """shift + x Wᵀ, for W kept as `column_blocks`.
+
+    With one row of x the product is bound by reading W, and as one matrix product
+    PyTorch's CPU BLAS runs it on one thread; as a batched product over column blocks it
+    runs on all of them (1.8x faster on 2 cores, measured), with the same sums, since each
+    output is still one dot product.
+    """
+    blocks, _, width = weight.shape
+    shift = shift.view(-1, blocks, width).transpose(0, 1)
+    return torch.baddbmm(shift, x.expand(blocks, *x.shape), weight).transpose(0, 1).reshape(x.shape[0], -1)
 
 
 class LSTMCell:
@@ -43,15 +67,15 @@ class LSTMCell:
     gate_names = ("input", "forget", "candidate", "output")
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
-        self.weight_ih_t = weight_ih.t().contiguous()
-        self.weight_hh_t = weight_hh.t().contiguous()
+        self.weight_ih_blocks = column_blocks(weight_ih)
+        self.weight_hh_blocks = column_blocks(weight_hh)
         self.bias = bias_ih + bias_hh
 
     def project_input(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias, x, self.weight_ih_t)
+        return affine(self.bias, x, self.weight_ih_blocks)
 
     def recurrent_preactivation(self, x_projected: Tensor, h: Tensor) -> Tensor:
-        return torch.addmm(x_projected, h, self.weight_hh_t)
+        return affine(x_projected, h, self.weight_hh_blocks)
 
     def step(self, x_projected: Tensor, state: State) -> tuple[State, tuple[Tensor, ...]]:
         h, c = state
@@ -74,7 +98,7 @@ class IndyLSTMCell(LSTMCell):
     """
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor):
-        self.weight_ih_t = weight_ih.t().contiguous()
+        self.weight_ih_blocks = column_blocks(weight_ih)
         self.weight_hh = weight_hh
         self.bias = bias
 
@@ -95,17 +119,17 @@ class GRUCell:
     gate_names = ("reset", "update", "new")
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
-        self.weight_ih_t = weight_ih.t().contiguous()
-        self.weight_hh_t = weight_hh.t().contiguous()
+        self.weight_ih_blocks = column_blocks(weight_ih)
+        self.weight_hh_blocks = column_blocks(weight_hh)
         self.bias_ih, self.bias_hh = bias_ih, bias_hh
 
     def project_input(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias_ih, x, self.weight_ih_t)
+        return affine(self.bias_ih, x, self.weight_ih_blocks)
 
     def step(self, x_projected: Tensor, state: State) -> tuple[State, tuple[Tensor, ...]]:
         (h,) = state
         x_r, x_z, x_n = x_projected.chunk(3, dim=1)
-        h_r, h_z, h_n = torch.addmm(self.bias_hh, h, self.weight_hh_t).chunk(3, dim=1)
+        h_r, h_z, h_n = affine(self.bias_hh, h, self.weight_hh_blocks).chunk(3, dim=1)
         reset_gate = torch.sigmoid(x_r + h_r)
         update_gate = torch.sigmoid(x_z + h_z)
         new = torch.tanh(x_n + reset_gate * h_n)
@@ -120,16 +144,16 @@ class RNNCell:
     gate_names: tuple[str, ...] = ()
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
-        self.weight_ih_t = weight_ih.t().contiguous()
-        self.weight_hh_t = weight_hh.t().contiguous()
+        self.weight_ih_blocks = column_blocks(weight_ih)
+        self.weight_hh_blocks = column_blocks(weight_hh)
         self.bias = bias_ih + bias_hh
 
     def project_input(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias, x, self.weight_ih_t)
+        return affine(self.bias, x, self.weight_ih_blocks)
 
     def step(self, x_projected: Tensor, state: State) -> tuple[State, tuple[Tensor, ...]]:
         (h,) = state
-        h = torch.tanh(torch.addmm(x_projected, h, self.weight_hh_t))
+        h = torch.tanh(affine(x_projected, h, self.weight_hh_blocks))
         return (h,), ()
 
 

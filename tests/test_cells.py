@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charlstm.cells import GRUCell, IndyLSTMCell, LSTMCell, RNNCell
+from charlstm.cells import GRUCell, IndyLSTMCell, LSTMCell, RNNCell, affine, column_blocks
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, Stepper
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -121,3 +121,23 @@ def test_indylstm_hand_written_backward_matches_autograd_through_the_explicit_ce
         gradients.append(torch.autograd.grad(loss, inputs))
     for fast, slow in zip(*gradients, strict=True):
         torch.testing.assert_close(fast, slow)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("threads, out, blocks", [(1, 12, 1), (2, 12, 2), (3, 12, 3), (2, 7, 1), (4, 6, 3)])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_affine_on_column_blocks_is_the_plain_product(threads, out, blocks, rows, restore_threads):
+    """Cutting W's columns into per-thread blocks changes how the product runs, not its value."""
+    torch.manual_seed(2)
+    weight, x = torch.randn(out, 9), torch.randn(rows, 9)
+    torch.set_num_threads(threads)
+    kept = column_blocks(weight)
+    assert kept.shape == (blocks, 9, out // blocks)
+    for shift in (torch.randn(out), torch.randn(rows, out)):
+        torch.testing.assert_close(affine(shift, x, kept), torch.addmm(shift, x, weight.t()))
