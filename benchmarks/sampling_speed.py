@@ -1,10 +1,12 @@
 """Sampling chars/s: charlstm's explicit-step sampler against the naive loop that calls the
-fused nn.LSTM once per character, on the same weights, in the same process.
+fused nn.LSTM once per character, on the same weights.
 
-On glibc the naive loop's speed depends on malloc's state: from one process to the next it
-ran at either ~140 or ~380 chars/s here. Run it a few times, and once with freed memory
-kept (GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824) to
-see the loop without the page faults; charlstm's own step does not move.
+The naive loop runs in a child process of its own, as a plain script would: run in the
+same process, after charlstm's sampler, glibc's malloc handed its large temporary
+buffers back as fresh zeroed pages in some runs and not in others, so the naive loop ran
+at ~140 or ~440 chars/s here depending on the run, and the ratio with it. On its own it
+ran at ~420-470 every time. The two take turns, chunk by chunk, so a noisy machine slows
+both alike.
 
     python benchmarks/sampling_speed.py                 # 2x512 LSTM, the issue's reference shape
     python benchmarks/sampling_speed.py --hidden 256 --chars 5000
@@ -15,23 +17,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
+from contestant import Child, serve, timed
 
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.sample import SamplingConfig, generate
 from charlstm.tokenizer import Vocabulary
 
 
-def naive(model: CharLSTM, length: int, generator: torch.Generator) -> None:
+def build(args: argparse.Namespace) -> tuple[CharLSTM, Vocabulary]:
+    vocabulary = Vocabulary("".join(chr(32 + i) for i in range(65)))
+    torch.manual_seed(0)
+    config = ModelConfig(len(vocabulary), cell=args.cell, layers=args.layers, hidden=args.hidden)
+    return CharLSTM(config).eval(), vocabulary
+
+
+def naive_step(model: CharLSTM):
     """What most char-rnn ports do: model.forward on one character, sample, repeat."""
-    ids, state = torch.zeros(1, 1, dtype=torch.long), None
-    with torch.inference_mode():
-        for _ in range(length):
-            logits, state = model(ids, state)
-            probs = torch.softmax(logits[0, -1] / 0.8, -1)
-            ids = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+    generator = torch.Generator().manual_seed(0)
+    carried = [torch.zeros(1, 1, dtype=torch.long), None]
+
+    @torch.inference_mode()
+    def step() -> None:
+        logits, carried[1] = model(*carried)
+        probs = torch.softmax(logits[0, -1] / 0.8, -1)
+        carried[0] = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+
+    return step
 
 
 def main() -> None:
@@ -39,21 +52,25 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--cell", default="lstm")
-    parser.add_argument("--chars", type=int, default=3000)
+    parser.add_argument("--chars", type=int, default=3000, help="charlstm's characters per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--serve-naive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    vocabulary = Vocabulary("".join(chr(32 + i) for i in range(65)))
-    model = CharLSTM(ModelConfig(len(vocabulary), cell=args.cell, layers=args.layers, hidden=args.hidden)).eval()
-    sampling = SamplingConfig(0.8)
+    model, vocabulary = build(args)
+    if args.serve_naive:
+        serve(naive_step(model))
+        return
+    shape = ["--hidden", str(args.hidden), "--layers", str(args.layers), "--cell", args.cell]
+    naive = Child([__file__, "--serve-naive", *shape])
+    naive(5)
     naive_chars = max(args.chars // 10, 200)
+    sampling = SamplingConfig(0.8)
     charlstm = bare = 0.0
     for _ in range(args.rounds):
-        start = time.perf_counter()
-        "".join(generate(model, vocabulary, " ", args.chars, sampling, seed=0))
-        charlstm = max(charlstm, args.chars / (time.perf_counter() - start))
-        start = time.perf_counter()
-        naive(model, naive_chars, torch.Generator().manual_seed(0))
-        bare = max(bare, naive_chars / (time.perf_counter() - start))
+        seconds = timed(lambda: "".join(generate(model, vocabulary, " ", args.chars, sampling, seed=0)), 1)
+        charlstm = max(charlstm, args.chars / seconds)
+        bare = max(bare, naive_chars / naive(naive_chars))
+    naive.close()
     row = {
         "benchmark": "sampling_speed",
         "shape": f"{args.layers}x{args.hidden}",

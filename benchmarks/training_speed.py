@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from functools import partial
 
 import torch
+from contestant import Child, serve, timed
 from torch import nn
 
 from charlstm.model import ModelConfig
@@ -60,13 +59,6 @@ def bare_loop(vocab: int, hidden: int, embedding: int, batch: int, seq: int, pre
     return step
 
 
-def timed(step, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    return time.perf_counter() - start
-
-
 def load(args: argparse.Namespace, precision: str) -> tuple[TrainConfig, Data]:
     config = TrainConfig(
         batch_size=args.batch_size, seq_len=args.seq_len, device="cpu", precision=precision, max_time=0, val_frac=0.0
@@ -80,30 +72,14 @@ def bare_for(args: argparse.Namespace, hidden: int, precision: str, data: Data):
 
 
 def serve_baseline(args: argparse.Namespace) -> None:
-    """The child: a bare fp32 loop on glibc's default malloc; reads a step count per line,
-    answers with the seconds those steps took."""
+    """The child: a bare fp32 loop on glibc's default malloc."""
     _, data = load(args, "fp32")
-    step = bare_for(args, args.hidden[0], "fp32", data)
-    for line in sys.stdin:
-        print(timed(step, int(line)), flush=True)
+    serve(bare_for(args, args.hidden[0], "fp32", data))
 
 
-class Baseline:
-    """The child process, driven one round at a time."""
-
-    def __init__(self, args: argparse.Namespace, hidden: int):
-        command = [sys.executable, __file__, "--serve-baseline", "--hidden", str(hidden)]
-        command += ["--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def __call__(self, steps: int) -> float:
-        self.process.stdin.write(f"{steps}\n")
-        self.process.stdin.flush()
-        return float(self.process.stdout.readline())
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+def start_baseline(args: argparse.Namespace, hidden: int) -> Child:
+    shape = ["--hidden", str(hidden), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+    return Child([__file__, "--serve-baseline", *shape])
 
 
 def main() -> None:
@@ -122,7 +98,7 @@ def main() -> None:
     keep_freed_memory()
     rows = []
     for hidden in args.hidden:
-        baseline = Baseline(args, hidden)
+        baseline = start_baseline(args, hidden)
         baseline(2)
         for precision in args.precision:
             config, data = load(args, precision)
