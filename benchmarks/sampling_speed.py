@@ -1,12 +1,12 @@
 """Sampling chars/s: charlstm's explicit-step sampler against the naive loop that calls the
 fused nn.LSTM once per character, on the same weights.
 
-The naive loop runs in a child process of its own, as a plain script would: run in the
-same process, after charlstm's sampler, glibc's malloc handed its large temporary
-buffers back as fresh zeroed pages in some runs and not in others, so the naive loop ran
-at ~140 or ~440 chars/s here depending on the run, and the ratio with it. On its own it
-ran at ~420-470 every time. The two take turns, chunk by chunk, so a noisy machine slows
-both alike.
+The naive loop runs in a child process of its own, on glibc's default malloc, as a plain
+script would; the two take turns, chunk by chunk, so a noisy machine slows both alike.
+Its speed is bimodal from one process to the next: most runs ~420-700 chars/s here, some
+~140-175, when each nn.LSTM call gets its large temporary buffers as fresh zeroed pages
+(glibc's mmap threshold adapts to the allocation history). Run it a few times; the
+ratio against the fast mode is the honest one.
 
     python benchmarks/sampling_speed.py                 # 2x512 LSTM, the issue's reference shape
     python benchmarks/sampling_speed.py --hidden 256 --chars 5000
