@@ -5,7 +5,9 @@ The naive loop runs in a child process of its own, on glibc's default malloc, as
 script would; the two take turns, chunk by chunk, so a noisy machine slows both alike.
 Its speed is bimodal from one process to the next: most runs ~420-700 chars/s here, some
 ~140-175, when each nn.LSTM call gets its large temporary buffers as fresh zeroed pages
-(glibc's mmap threshold adapts to the allocation history). Run it a few times; the
+(presumably: glibc adapts its mmap threshold to the allocation history; with freed memory
+kept, GLIBC_TUNABLES=glibc.malloc.mmap_max=0, it did not show in six runs). Run it a few
+times; the
 ratio against the fast mode is the honest one.
 
     python benchmarks/sampling_speed.py                 # 2x512 LSTM, the reference shape
