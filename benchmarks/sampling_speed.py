@@ -7,8 +7,7 @@ Its speed is bimodal from one process to the next: most runs ~420-700 chars/s he
 ~140-175, when each nn.LSTM call gets its large temporary buffers as fresh zeroed pages
 (presumably: glibc adapts its mmap threshold to the allocation history; with freed memory
 kept, GLIBC_TUNABLES=glibc.malloc.mmap_max=0, it did not show in six runs). Run it a few
-times; the
-ratio against the fast mode is the honest one.
+times; the ratio against the fast mode is the honest one.
 
     python benchmarks/sampling_speed.py                 # 2x512 LSTM, the reference shape
     python benchmarks/sampling_speed.py --hidden 256 --chars 5000
