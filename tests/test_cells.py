@@ -130,14 +130,23 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("threads, out, blocks", [(1, 12, 1), (2, 12, 2), (3, 12, 3), (2, 7, 1), (4, 6, 3)])
+@pytest.mark.parametrize(
+    "threads, shape, kept_shape",
+    [
+        (1, (2048, 512), (512, 2048)),
+        (2, (2048, 512), (2, 512, 1024)),
+        (3, (2048, 512), (2, 512, 1024)),  # the most blocks that divide the columns evenly
+        (4, (2048, 512), (4, 512, 512)),
+        (2, (12, 9), (9, 12)),  # under 4 MB: one block
+    ],
+)
 @pytest.mark.parametrize("rows", [1, 5])
-def test_affine_on_column_blocks_is_the_plain_product(threads, out, blocks, rows, restore_threads):
+def test_affine_on_column_blocks_is_the_plain_product(threads, shape, kept_shape, rows, restore_threads):
     """Cutting W's columns into per-thread blocks changes how the product runs, not its value."""
     torch.manual_seed(2)
-    weight, x = torch.randn(out, 9), torch.randn(rows, 9)
+    weight, x = torch.randn(shape) / shape[1] ** 0.5, torch.randn(rows, shape[1])
     torch.set_num_threads(threads)
     kept = column_blocks(weight)
-    assert kept.shape == (blocks, 9, out // blocks)
-    for shift in (torch.randn(out), torch.randn(rows, out)):
+    assert kept.shape == kept_shape
+    for shift in (torch.randn(shape[0]), torch.randn(rows, shape[0])):
         torch.testing.assert_close(affine(shift, x, kept), torch.addmm(shift, x, weight.t()))
