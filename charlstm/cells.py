@@ -12,9 +12,9 @@ one set of weights serves both paths:
 
 A batch-one step (sampling, inspection) is bound by reading the weight matrices, so the
 cells keep them in the layout that reads fastest: transposed and contiguous (in x gates,
-about three times faster to stream than a transposed view of PyTorch's layout), and cut
-into one block of gate columns per CPU thread (`column_blocks`, `affine`), so that every
-core reads its share.
+about three times faster to stream than a transposed view of PyTorch's layout), and large
+ones cut into one block of gate columns per CPU thread (`column_blocks`, `affine`), so
+that every core reads its share.
 
 Each cell splits its work in two: `project_input` (the part that depends only on the
 input, which a caller may compute for many steps at once, or look up from a table for
