@@ -150,3 +150,18 @@ def test_affine_on_column_blocks_is_the_plain_product(threads, shape, kept_shape
     assert kept.shape == kept_shape
     for shift in (torch.randn(shape[0]), torch.randn(rows, shape[0])):
         torch.testing.assert_close(affine(shift, x, kept), torch.addmm(shift, x, weight.t()))
+
+
+def test_fused_and_explicit_paths_agree_where_the_weights_are_cut_into_blocks(restore_threads):
+    """At 2x512 the recurrent matrices are 4 MB: the step reads them as column blocks."""
+    torch.set_num_threads(2)
+    torch.manual_seed(3)
+    model = CharLSTM(ModelConfig(vocab_size=30, layers=2, hidden=512)).eval()
+    ids = torch.randint(0, 30, (1, 20))
+    assert Stepper(model).cells[1].weight_hh_blocks.shape == (2, 512, 1024)
+    with torch.no_grad():
+        fused_logits, fused_state = model(ids)
+    explicit_logits, explicit_state = run_explicit(model, ids)
+    torch.testing.assert_close(explicit_logits, fused_logits, atol=2e-5, rtol=1e-4)
+    for explicit, fused in zip(explicit_state, fused_state, strict=True):
+        torch.testing.assert_close(explicit, fused, atol=2e-5, rtol=1e-4)
