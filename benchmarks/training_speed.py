@@ -13,6 +13,7 @@ Prints JSON lines, then a table.
 
     python benchmarks/training_speed.py                    # 2x128, 2x256, 2x512; fp32 and bf16
     python benchmarks/training_speed.py --hidden 512 --precision bf16
+    python benchmarks/training_speed.py --device cuda      # on a GPU: cuDNN for all three
 """
 
 from __future__ import annotations
@@ -27,19 +28,22 @@ from contestant import Child, serve, timed
 from torch import nn
 
 from charlstm.model import ModelConfig
-from charlstm.train import Data, TrainConfig, Trainer, keep_freed_memory, load_data
+from charlstm.train import Data, TrainConfig, Trainer, autocast, keep_freed_memory, load_data, resolve_device
 
 
-def bare_loop(vocab: int, hidden: int, embedding: int, batch: int, seq: int, precision: str, tokens: torch.Tensor):
+def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data):
     """The shortest honest training step: embedding, nn.LSTM, linear, AdamW; nothing else."""
+    device, vocab, batch, seq = resolve_device(args.device), len(data.vocabulary), args.batch_size, args.seq_len
+    embedding = ModelConfig(vocab_size=vocab).embedding
     torch.manual_seed(0)
     emb, rnn, dec = (
-        nn.Embedding(vocab, embedding),
-        nn.LSTM(embedding, hidden, 2, batch_first=True),
-        nn.Linear(hidden, vocab),
+        nn.Embedding(vocab, embedding).to(device),
+        nn.LSTM(embedding, hidden, 2, batch_first=True).to(device),
+        nn.Linear(hidden, vocab).to(device),
     )
     params = [*emb.parameters(), *rnn.parameters(), *dec.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3)
+    tokens = data.train.to(device)
     n = (len(tokens) - 1) // batch
     x_all, y_all = tokens[: batch * n].view(batch, n), tokens[1 : batch * n + 1].view(batch, n)
     position = [0]
@@ -48,7 +52,7 @@ def bare_loop(vocab: int, hidden: int, embedding: int, batch: int, seq: int, pre
         i = position[0] % (n // seq)
         position[0] += 1
         x, y = x_all[:, i * seq : (i + 1) * seq].long(), y_all[:, i * seq : (i + 1) * seq].long()
-        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(device, precision):
             out, _ = rnn(emb(x))
             logits = dec(out)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
@@ -60,26 +64,20 @@ def bare_loop(vocab: int, hidden: int, embedding: int, batch: int, seq: int, pre
 
 
 def load(args: argparse.Namespace, precision: str) -> tuple[TrainConfig, Data]:
-    config = TrainConfig(
-        batch_size=args.batch_size, seq_len=args.seq_len, device="cpu", precision=precision, max_time=0, val_frac=0.0
-    )
+    shape = {"batch_size": args.batch_size, "seq_len": args.seq_len}
+    config = TrainConfig(**shape, device=args.device, precision=precision, max_time=0, val_frac=0.0)
     return config, load_data(config)
-
-
-def bare_for(args: argparse.Namespace, hidden: int, precision: str, data: Data):
-    embedding = ModelConfig(vocab_size=len(data.vocabulary)).embedding
-    return bare_loop(len(data.vocabulary), hidden, embedding, args.batch_size, args.seq_len, precision, data.train)
 
 
 def serve_baseline(args: argparse.Namespace) -> None:
     """The child: a bare fp32 loop on glibc's default malloc."""
     _, data = load(args, "fp32")
-    serve(bare_for(args, args.hidden[0], "fp32", data))
+    serve(bare_loop(args, args.hidden[0], "fp32", data), resolve_device(args.device))
 
 
 def start_baseline(args: argparse.Namespace, hidden: int) -> Child:
     shape = ["--hidden", str(hidden), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
-    return Child([__file__, "--serve-baseline", *shape])
+    return Child([__file__, "--serve-baseline", "--device", args.device, *shape])
 
 
 def main() -> None:
@@ -90,11 +88,13 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="steps per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args)
         return
+    device = resolve_device(args.device)
     keep_freed_memory()
     rows = []
     for hidden in args.hidden:
@@ -104,12 +104,12 @@ def main() -> None:
             config, data = load(args, precision)
             model_config = ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden)
             trainer = Trainer(model_config, config, data, run_dir=None)
-            bare = bare_for(args, hidden, precision, data)
+            bare = bare_loop(args, hidden, precision, data)
             for warm in (trainer.train_step, bare):
-                timed(warm, 2)
+                timed(warm, 2, device)
             contestants = {
-                "charlstm": partial(timed, trainer.train_step),
-                "bare": partial(timed, bare),
+                "charlstm": partial(timed, trainer.train_step, device=device),
+                "bare": partial(timed, bare, device=device),
                 "baseline": baseline,
             }
             seconds = dict.fromkeys(contestants, 0.0)
@@ -123,6 +123,7 @@ def main() -> None:
             row = {
                 "benchmark": "training_speed",
                 "shape": f"2x{hidden}",
+                "device": str(device),
                 "precision": precision,
                 "batch": f"{args.batch_size}x{args.seq_len}",
                 "charlstm_chars_per_s": round(chars / t_charlstm),
