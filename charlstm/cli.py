@@ -186,89 +186,98 @@ def train(
     ] = None,
     max_time: Annotated[
         str | None,
-        typer.Option("--max-time", help="Time budget: 90s, 10m, 2h; 0 = no limit. [default: 5m]", show_default=False),
+        typer.Option("--max-time", help="Time budget: 90s, 10m, 2h; 0 = no limit. \\[default: 5m]", show_default=False),
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Step budget; 0 = no limit. [default: 0]", show_default=False)
+        int | None, typer.Option("--max-steps", help="Step budget; 0 = no limit. \\[default: 0]", show_default=False)
     ] = None,
     cell: Annotated[
-        str | None, typer.Option("--cell", help="lstm, gru, indylstm or rnn. [default: lstm]", show_default=False)
+        str | None, typer.Option("--cell", help="lstm, gru, indylstm or rnn. \\[default: lstm]", show_default=False)
     ] = None,
     layers: Annotated[
-        int | None, typer.Option("--layers", help="Recurrent layers. [default: 2]", show_default=False)
+        int | None, typer.Option("--layers", help="Recurrent layers. \\[default: 2]", show_default=False)
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option("--hidden", help="Units per layer. [default: 256]", show_default=False)
+        int | None, typer.Option("--hidden", help="Units per layer. \\[default: 256]", show_default=False)
     ] = None,
     embedding: Annotated[
-        int | None, typer.Option("--embedding", help="Character embedding size. [default: 64]", show_default=False)
+        int | None, typer.Option("--embedding", help="Character embedding size. \\[default: 64]", show_default=False)
     ] = None,
     dropout: Annotated[
         float | None,
         typer.Option(
-            "--dropout", help="Dropout between layers and before the decoder. [default: 0]", show_default=False
+            "--dropout", help="Dropout between layers and before the decoder. \\[default: 0]", show_default=False
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", "-b", help="Parallel streams. [default: 32]", show_default=False)
+        int | None, typer.Option("--batch-size", "-b", help="Parallel streams. \\[default: 32]", show_default=False)
     ] = None,
     seq_len: Annotated[
         int | None,
-        typer.Option("--seq-len", help="Characters per truncated-BPTT window. [default: 64]", show_default=False),
+        typer.Option("--seq-len", help="Characters per truncated-BPTT window. \\[default: 64]", show_default=False),
     ] = None,
     batching: Annotated[
         str | None,
         typer.Option(
             "--batching",
-            help="stream (carry state across windows) or random chunks. [default: stream]",
+            help="stream (carry state across windows) or random chunks. \\[default: stream]",
             show_default=False,
         ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). [default: 1.2e-2]", show_default=False)
+        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). \\[default: 1.2e-2]", show_default=False)
     ] = None,
     warmup_steps: Annotated[
-        int | None, typer.Option("--warmup-steps", help="Linear warmup steps. [default: 100]", show_default=False)
+        int | None, typer.Option("--warmup-steps", help="Linear warmup steps. \\[default: 100]", show_default=False)
     ] = None,
     weight_decay: Annotated[
         float | None,
-        typer.Option("--weight-decay", help="AdamW weight decay on matrices. [default: 0.1]", show_default=False),
+        typer.Option("--weight-decay", help="AdamW weight decay on matrices. \\[default: 0.1]", show_default=False),
     ] = None,
     grad_clip: Annotated[
         float | None,
-        typer.Option("--grad-clip", help="Clip the gradient norm; 0 = off. [default: 1]", show_default=False),
+        typer.Option("--grad-clip", help="Clip the gradient norm; 0 = off. \\[default: 1]", show_default=False),
     ] = None,
     eval_every: Annotated[
         int | None,
-        typer.Option("--eval-every", help="Steps between validation + checkpoint. [default: 250]", show_default=False),
+        typer.Option(
+            "--eval-every", help="Steps between validation + checkpoint. \\[default: 250]", show_default=False
+        ),
     ] = None,
     sample_every: Annotated[
         int | None,
         typer.Option(
-            "--sample-every", help="Steps between printed samples; 0 = off. [default: 500]", show_default=False
+            "--sample-every", help="Steps between printed samples; 0 = off. \\[default: 500]", show_default=False
         ),
     ] = None,
     val_frac: Annotated[
         float | None,
-        typer.Option("--val-frac", help="Fraction of the text (its tail) held out. [default: 0.1]", show_default=False),
+        typer.Option(
+            "--val-frac", help="Fraction of the text (its tail) held out. \\[default: 0.1]", show_default=False
+        ),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Seed for weights, dropout and batches. [default: 1337]", show_default=False),
+        typer.Option("--seed", help="Seed for weights, dropout and batches. \\[default: 1337]", show_default=False),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda or mps. [default: auto]", show_default=False)
+        str | None, typer.Option("--device", help="auto, cpu, cuda or mps. \\[default: auto]", show_default=False)
     ] = None,
     precision: Annotated[
         str | None,
-        typer.Option("--precision", help="auto (bf16 where native), fp32 or bf16. [default: auto]", show_default=False),
+        typer.Option(
+            "--precision", help="auto (bf16 where native), fp32 or bf16. \\[default: auto]", show_default=False
+        ),
     ] = None,
     encoding: Annotated[
-        str | None, typer.Option("--encoding", help="Text encoding of the corpus. [default: utf-8]", show_default=False)
+        str | None,
+        typer.Option("--encoding", help="Text encoding of the corpus. \\[default: utf-8]", show_default=False),
     ] = None,
     errors: Annotated[
         str | None,
-        typer.Option("--errors", help="strict, or replace to accept bad bytes. [default: strict]", show_default=False),
+        typer.Option(
+            "--errors", help="strict, or replace to accept bad bytes. \\[default: strict]", show_default=False
+        ),
     ] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.", show_default=False)
@@ -471,7 +480,8 @@ def inspect_gates(
         str | None,
         typer.Option(
             "--gate",
-            help="input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden). [default: cell]",
+            help="input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden). "
+            "\\[default: cell]",
             show_default=False,
         ),
     ] = None,

@@ -173,6 +173,17 @@ def test_train_help_states_the_real_defaults():
             assert float(text) == default, name
 
 
+def test_help_shows_every_default_it_states():
+    """Typer renders help through Rich, which reads `[...]` as markup: a default written
+    into the help text must be escaped, or it vanishes from what the user sees."""
+    for name, command in typer.main.get_command(app).commands.items():
+        stated = [text for param in command.params for text in re.findall(r"\[default: [^\]]+\]", param.help or "")]
+        if stated:
+            shown = run_cli(name, "--help", env={"COLUMNS": "300"}).stdout
+            for text in stated:
+                assert text in shown, (name, text)
+
+
 def test_sample_piped_into_head_ends_quietly(trained_run):
     result = subprocess.run(
         f"{sys.executable} -m charlstm sample --checkpoint {trained_run} -n 100000 | head -c 300",
