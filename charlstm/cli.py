@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,9 +53,11 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _console(stderr: bool = False):
+    """Rich, told to print text as it is: prime texts, corpus names and paths may hold
+    `[...]` that markup would swallow (`[i]`) or refuse (`[/a]`)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, markup=False)
 
 
 class _ProgressPrinter:
@@ -513,6 +516,9 @@ def inspect_gates(
         raise CharlstmError("--length must be >= 1 and --show >= 0")
     if npz_path is not None:
         inspect.numpy_for_npz()
+    for path in (html_path, json_path, npz_path):
+        if path is not None and not path.parent.is_dir():
+            raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
     model, vocabulary, payload = checkpoints.load_model(checkpoints.resolve(checkpoint))
     source = "--text"
     if file is not None:
@@ -539,7 +545,8 @@ def inspect_gates(
         units = [f.unit for f in inspection.strongest_units(quantity, layer)]
     console = _console()
     if sys.stdout.isatty():
-        console.print(f"[bold]{source}[/bold], {len(text)} characters; {model.config.cell} {quantity}")
+        console.print(source, style="bold", end="")
+        console.print(f", {len(text)} characters; {model.config.cell} {quantity}")
         console.print(inspect.render_terminal(inspection, layer, quantity, units))
     else:
         sys.stdout.write(inspect.render_plain(inspection, layer, quantity, units))
@@ -566,16 +573,20 @@ def inspect_gates(
     for f in inspection.best_per_feature():
         finder.add_row(f.feature, str(f.layer), f.quantity, str(f.unit), f"{f.r:+.3f}")
     stats_console.print(finder)
-    if html_path is not None:
-        title = f"charlstm inspect-gates: {source}"
-        html_path.write_text(inspect.render_html(inspection, layer, quantity, units, title), encoding="utf-8")
-        stats_console.print(f"wrote {html_path}")
-    if json_path is not None:
-        inspect.export_json(inspection, json_path)
-        stats_console.print(f"wrote {json_path}")
-    if npz_path is not None:
-        inspect.export_npz(inspection, npz_path)
-        stats_console.print(f"wrote {npz_path}")
+    html = partial(inspect.render_html, inspection, layer, quantity, units, f"charlstm inspect-gates: {source}")
+    exports = [
+        (html_path, lambda path: path.write_text(html(), encoding="utf-8")),
+        (json_path, lambda path: inspect.export_json(inspection, path)),
+        (npz_path, lambda path: inspect.export_npz(inspection, path)),
+    ]
+    for path, write in exports:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as e:
+            raise CharlstmError(f"cannot write {path}: {e.strerror}") from None
+        stats_console.print(f"wrote {path}")
 
 
 @app.command(

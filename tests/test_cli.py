@@ -1,11 +1,13 @@
 """The command line as a user meets it: every mistake is one line, an exit code, no traceback."""
 
 import os
+import pty
 import re
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,6 +184,57 @@ def test_help_shows_every_default_it_states():
             shown = run_cli(name, "--help", env={"COLUMNS": "300"}).stdout
             for text in stated:
                 assert text in shown, (name, text)
+
+
+def run_in_terminal(*args: str, cwd: Path) -> tuple[int, str]:
+    """`python -m charlstm ARGS` with a pseudo-terminal for stdout and stderr; the exit
+    code and what it showed, colour codes removed."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", *args], stdout=terminal, stderr=terminal, cwd=cwd, env=env
+    )
+    os.close(terminal)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return process.wait(timeout=120), re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
+
+
+def test_text_with_brackets_reaches_the_terminal_as_written(tmp_path):
+    """On a terminal Rich prints the prime and the inspected text's name; `[i]` is not
+    italics to us and `[/a]` is not a broken tag: both are text, shown as typed."""
+    corpus = tmp_path / "code.txt"
+    corpus.write_text("".join(f"x[i] = y[/a] + {i % 10}\n" for i in range(600)), encoding="utf-8")
+    trained = run_cli("train", str(corpus), *TINY_MODEL, "--max-steps", "4", "--max-time", "0", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    code, shown = run_in_terminal("sample", "-p", "x[i] = y[/a]", "-n", "5", cwd=tmp_path)
+    assert code == 0, shown
+    assert "x[i] = y[/a]" in shown
+    file = tmp_path / "y[/a]"
+    file.mkdir(parents=True)
+    (file / "b[i].txt").write_text("x[i] = y[/a]", encoding="utf-8")
+    code, shown = run_in_terminal("inspect-gates", "--file", str(file / "b[i].txt"), cwd=tmp_path)
+    assert code == 0, shown
+    assert f"{file / 'b[i].txt'}, 12 characters" in shown
+
+
+def test_inspect_gates_refuses_an_export_into_a_missing_folder_before_working(trained_run, tmp_path):
+    result = run_cli("inspect-gates", "--checkpoint", str(trained_run), "--json", str(tmp_path / "no" / "t.json"))
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"charlstm: error: cannot write {tmp_path / 'no' / 't.json'}: there is no folder {tmp_path / 'no'}\n"
+    )
+    assert result.stdout == ""
 
 
 def test_sample_piped_into_head_ends_quietly(trained_run):
