@@ -4,10 +4,12 @@ Three contestants take turns in rounds, so a noisy machine slows all of them ali
 compare the ratios, not the absolute numbers:
 
 * charlstm: its trainer, at the given precision, with freed memory kept (its default);
-* bare: the shortest honest nn.LSTM loop, same precision, same process (same allocator);
+* bare: the shortest honest nn.LSTM loop, same precision, same process (same allocator),
+  with fused AdamW: the best bare configuration;
 * baseline: the bare loop in fp32 in a child process that keeps glibc's default malloc,
-  which is what a plain PyTorch script gets. The allocator is set per process, so the
-  baseline needs its own; it steps only when told to, between the others' rounds.
+  with AdamW's default per-parameter loop: what a plain PyTorch script gets. The
+  allocator is set per process, so the baseline needs its own; it steps only when told
+  to, between the others' rounds.
 
 Prints JSON lines, then a table.
 
@@ -28,11 +30,22 @@ from contestant import Child, serve, timed
 from torch import nn
 
 from charlstm.model import ModelConfig
-from charlstm.train import Data, TrainConfig, Trainer, autocast, keep_freed_memory, load_data, resolve_device
+from charlstm.train import (
+    Data,
+    TrainConfig,
+    Trainer,
+    autocast,
+    fused_adamw,
+    keep_freed_memory,
+    load_data,
+    resolve_device,
+)
 
 
-def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data):
-    """The shortest honest training step: embedding, nn.LSTM, linear, AdamW; nothing else."""
+def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):
+    """The shortest honest training step: embedding, nn.LSTM, linear, AdamW; nothing else.
+    AdamW is fused where PyTorch has the kernel, unless `plain`: a plain script's AdamW
+    runs its per-parameter loop on the CPU."""
     device, vocab, batch, seq = resolve_device(args.device), len(data.vocabulary), args.batch_size, args.seq_len
     embedding = ModelConfig(vocab_size=vocab).embedding
     torch.manual_seed(0)
@@ -42,7 +55,7 @@ def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data)
         nn.Linear(hidden, vocab).to(device),
     )
     params = [*emb.parameters(), *rnn.parameters(), *dec.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+    opt = torch.optim.AdamW(params, lr=1e-3) if plain else fused_adamw(params, lr=1e-3)
     tokens = data.train.to(device)
     n = (len(tokens) - 1) // batch
     x_all, y_all = tokens[: batch * n].view(batch, n), tokens[1 : batch * n + 1].view(batch, n)
@@ -72,7 +85,7 @@ def load(args: argparse.Namespace, precision: str) -> tuple[TrainConfig, Data]:
 def serve_baseline(args: argparse.Namespace) -> None:
     """The child: a bare fp32 loop on glibc's default malloc."""
     _, data = load(args, "fp32")
-    serve(bare_loop(args, args.hidden[0], "fp32", data), resolve_device(args.device))
+    serve(bare_loop(args, args.hidden[0], "fp32", data, plain=True), resolve_device(args.device))
 
 
 def start_baseline(args: argparse.Namespace, hidden: int) -> Child:

@@ -148,6 +148,30 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    """AdamW as one fused kernel where this PyTorch has one for the device (CUDA; the CPU
+    since 2.4), else the per-parameter loop. On 2 CPU cores the loop took 1.6 ms a step
+    for a 2x128 LSTM and the fused kernel 0.27 ms: 6% of a batch-16 step."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
+    except RuntimeError:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
+
+
+def seed_device(device: torch.device, seed: int) -> None:
+    """Seed the generator that dropout on `device` draws from, and no other.
+
+    torch.manual_seed also seeds every other backend, queueing a lazy CUDA seeding with a
+    captured stack trace when CUDA is not started: 220 µs a step on a CPU, against 2.
+    """
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -267,11 +291,9 @@ class Trainer:
             self.forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "embedding" in n]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = fused_adamw(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr,
-            betas=(0.9, 0.99),
-            fused=self.device.type == "cuda",
         )
         if config.batching == "stream":
             self.batches = corpus.StreamBatches(data.train, config.batch_size, config.seq_len)
@@ -307,7 +329,7 @@ class Trainer:
         state = self.state if batch.carry_state else self.model.initial_state(inputs.shape[0], self.device)
         # Dropout's randomness is addressed by (seed, step, rank) like the batches, so a
         # resumed run draws the same masks with no generator state to carry.
-        torch.manual_seed(self.config.seed * 1_000_003 + self.step * 1_009 + self.ranks.rank)
+        seed_device(self.device, self.config.seed * 1_000_003 + self.step * 1_009 + self.ranks.rank)
         self.model.train()
         with autocast(self.device, self.precision):
             logits, state = self.forward(inputs, state)
