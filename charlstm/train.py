@@ -483,7 +483,8 @@ class Trainer:
                 self.checkpoint_and_evaluate(listener, last_loss)
                 if c.sample_every and self.step % c.sample_every == 0 and self.ranks.main:
                     listener.sampled(self.step, self.sample_text())
-                clock = time.perf_counter()
+                clock = tick = time.perf_counter()
+                tick_step = self.step
         self.checkpoint_and_evaluate(listener, last_loss)
 
     @contextmanager

@@ -1,5 +1,6 @@
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -228,3 +229,24 @@ def test_the_trainer_uses_a_fused_adamw_where_pytorch_has_one(small_corpus):
     data = load_data(config)
     trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=16), config, data, run_dir=None)
     assert trainer.optimizer.defaults["fused"] is (True if torch.__version__ >= "2.4" else None)
+
+
+def test_the_speed_shown_after_an_evaluation_leaves_the_evaluation_out(tmp_path, small_corpus, monkeypatch):
+    """chars/s is training speed: the steps right after an evaluation used to be timed
+    from before it, so the bar's speed dropped after every evaluation."""
+
+    class Speeds(TrainListener):
+        def __init__(self):
+            self.seen = {}
+
+        def stepped(self, step, loss, chars_per_sec):
+            self.seen[step] = chars_per_sec
+
+    trainer = start(MODEL, config(small_corpus, max_steps=60, eval_every=20), tmp_path)
+    evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda: (time.sleep(1.0), evaluate())[1])
+    speeds = Speeds()
+    trainer.run(speeds)
+    after_evaluations = [speeds.seen[step] for step in (30, 50)]
+    others = sorted(speed for step, speed in speeds.seen.items() if step not in (30, 50))
+    assert min(after_evaluations) > others[len(others) // 2] / 4, speeds.seen
