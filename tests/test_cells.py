@@ -19,6 +19,16 @@ def run_explicit(model: CharLSTM, ids: torch.Tensor):
     return torch.stack(logits, dim=1), stepper.to_fused_state(state)
 
 
+def assert_paths_agree(model: CharLSTM, ids: torch.Tensor) -> None:
+    """Same input, same weights: the same logits and final states (float32, tight tolerance)."""
+    with torch.no_grad():
+        fused_logits, fused_state = model(ids)
+    explicit_logits, explicit_state = run_explicit(model, ids)
+    torch.testing.assert_close(explicit_logits, fused_logits, atol=2e-5, rtol=1e-4)
+    for explicit, fused in zip(explicit_state, fused_state, strict=True):
+        torch.testing.assert_close(explicit, fused, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cell", CELL_TYPES)
 def test_fused_and_explicit_paths_agree_on_the_same_weights(cell, device):
@@ -38,12 +48,7 @@ def test_fused_and_explicit_paths_agree_on_the_same_weights(cell, device):
     if device == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    with torch.no_grad():
-        fused_logits, fused_state = model(ids)
-    explicit_logits, explicit_state = run_explicit(model, ids)
-    torch.testing.assert_close(explicit_logits, fused_logits, atol=2e-5, rtol=1e-4)
-    for explicit, fused in zip(explicit_state, fused_state, strict=True):
-        torch.testing.assert_close(explicit, fused, atol=2e-5, rtol=1e-4)
+    assert_paths_agree(model, ids)
 
 
 def test_lstm_cell_reads_like_its_equations():
@@ -159,9 +164,4 @@ def test_fused_and_explicit_paths_agree_where_the_weights_are_cut_into_blocks(re
     model = CharLSTM(ModelConfig(vocab_size=30, layers=2, hidden=512)).eval()
     ids = torch.randint(0, 30, (1, 20))
     assert Stepper(model).cells[1].weight_hh_blocks.shape == (2, 512, 1024)
-    with torch.no_grad():
-        fused_logits, fused_state = model(ids)
-    explicit_logits, explicit_state = run_explicit(model, ids)
-    torch.testing.assert_close(explicit_logits, fused_logits, atol=2e-5, rtol=1e-4)
-    for explicit, fused in zip(explicit_state, fused_state, strict=True):
-        torch.testing.assert_close(explicit, fused, atol=2e-5, rtol=1e-4)
+    assert_paths_agree(model, ids)
