@@ -165,7 +165,8 @@ def seed_device(device: torch.device, seed: int) -> None:
     captured stack trace when CUDA is not started: 220 µs a step on a CPU, against 2.
     """
     if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
+        with torch.cuda.device(device):  # `--device cuda:1` trains on a GPU other than the current one
+            torch.cuda.manual_seed(seed)
     elif device.type == "mps":
         torch.mps.manual_seed(seed)
     else:
