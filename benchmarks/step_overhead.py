@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
+from contestant import timed
 from torch import nn
 
 from charlstm.model import ModelConfig
@@ -26,13 +26,8 @@ from charlstm.train import TrainConfig, Trainer, load_data, seed_device
 
 
 def microseconds(work: Callable[[], object], repeat: int, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            work()
-        best = min(best, (time.perf_counter() - start) / repeat)
-    return round(best * 1e6, 1)
+    best = min(timed(work, repeat, torch.device("cpu")) for _ in range(rounds))
+    return round(best / repeat * 1e6, 1)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from charlstm.cells import Cell, GRUCell, IndyLSTMCell, LSTMCell, RNNCell, State
+from charlstm.cells import Cell, GRUCell, IndyLSTMCell, LSTMCell, RNNCell, State, affine, column_blocks
 from charlstm.errors import CharlstmError
 
 CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
@@ -219,7 +219,7 @@ class Stepper:
         with torch.no_grad():
             self.cells = [_detached(cell) for cell in model.cells()]
             self.first_layer_inputs = self.cells[0].project_input(model.embedding.weight.detach())
-        self.decoder_weight_t = model.decoder.weight.detach().t().contiguous()
+        self.decoder_weight = column_blocks(model.decoder.weight.detach())
         self.decoder_bias = model.decoder.bias.detach()
         self.config = model.config
         self.state_size = model.state_size
@@ -240,7 +240,7 @@ class Stepper:
             layer_state, layer_gates = cell.step(x_projected, state[k])
             new_state.append(layer_state)
             gates.append(layer_gates)
-        logits = torch.addmm(self.decoder_bias, new_state[-1][0], self.decoder_weight_t)
+        logits = affine(self.decoder_bias, new_state[-1][0], self.decoder_weight)
         return logits, new_state, gates
 
     def to_fused_state(self, state: list[State]) -> State:
