@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The headless-browser fixtures (`browser_page`) for tests of the HTML pages charlstm writes.
+pytest_plugins = ["tests.browser"]
+
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 TINY_MODEL = ["--layers", "2", "--hidden", "32", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
 
