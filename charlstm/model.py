@@ -12,37 +12,12 @@ cell in both roles.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import Tensor, nn
 
 from charlstm.cells import Cell, GRUCell, IndyLSTMCell, LSTMCell, RNNCell, State, affine, column_blocks
-from charlstm.errors import CharlstmError
-
-CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 256
-    embedding: int = 64
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELL_TYPES:
-            raise CharlstmError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_TYPES)}")
-        for name in ("vocab_size", "layers", "hidden", "embedding"):
-            if getattr(self, name) < 1:
-                raise CharlstmError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharlstmError(f"--dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from charlstm.config import CELL_TYPES as CELL_TYPES  # the cell names, for model's importers
+from charlstm.config import ModelConfig
 
 
 class IndyLSTMSequence(torch.autograd.Function):

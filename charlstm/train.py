@@ -12,7 +12,6 @@ import ctypes
 import ctypes.util
 import json
 import math
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -26,72 +25,12 @@ import torch
 from torch import nn
 
 from charlstm import checkpoint, corpus, distributed, token_cache
+from charlstm.config import ModelConfig, TrainConfig, check_device_name, check_precision, flag
+from charlstm.config import parse_duration as parse_duration
 from charlstm.errors import CharlstmError
-from charlstm.model import CharLSTM, ModelConfig, parameter_count
+from charlstm.model import CharLSTM, parameter_count
 from charlstm.sample import SamplingConfig, default_prime, generate
 from charlstm.tokenizer import Vocabulary
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything about how to train; the model's shape is `ModelConfig`."""
-
-    corpus: str | None = None
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    batch_size: int = 32
-    seq_len: int = 64
-    batching: str = "stream"
-    lr: float = 1.2e-2
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    max_steps: int = 0
-    max_time: float = 300.0
-    eval_every: int = 250
-    sample_every: int = 500
-    val_frac: float = 0.1
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        positive = ("batch_size", "seq_len", "eval_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise CharlstmError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise CharlstmError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharlstmError(f"--lr must be a positive number, got {self.lr}")
-        if not 0.0 <= self.val_frac < 1.0:
-            raise CharlstmError(f"--val-frac must be in [0, 1), got {self.val_frac}")
-        if self.batching not in ("stream", "random"):
-            raise CharlstmError(f"--batching must be stream or random, got {self.batching!r}")
-        check_device_name(self.device)
-        if self.precision not in PRECISIONS:
-            raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '90s', '10m', '1.5h', '1h30m' or a bare number of seconds; '0' = no limit."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise CharlstmError(f"cannot read duration {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
-    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(float(n) * scale[u] for n, u in parts)
-
-
-def check_device_name(name: str) -> None:
-    if name not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
-        raise CharlstmError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,8 +59,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """`auto` is bf16 autocast where the hardware has it natively, fp32 elsewhere."""
-    if name not in PRECISIONS:
-        raise CharlstmError(f"--precision must be auto, fp32 or bf16, got {name!r}")
+    check_precision(name)
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if name == "bf16" and device.type == "mps":
@@ -601,7 +539,7 @@ def start(
         if conflicts:
             raise CharlstmError(
                 f"--init-from keeps the checkpoint's architecture, so "
-                f"{', '.join('--' + k for k in conflicts)} cannot differ from it"
+                f"{', '.join(map(flag, conflicts))} cannot differ from it"
             )
         model_options = source_options
     data = _load_data_in_turn(ranks, config, vocabulary, progress)
@@ -682,7 +620,7 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
     conflicts = [k for k, v in overrides.items() if k not in changeable and v != getattr(saved, k)]
     if conflicts:
         raise CharlstmError(
-            f"--resume continues a run exactly, so {', '.join('--' + k.replace('_', '-') for k in conflicts)} "
+            f"--resume continues a run exactly, so {', '.join(map(flag, conflicts))} "
             "cannot change; start a new run with --init-from instead"
         )
     config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in changeable}))

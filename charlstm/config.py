@@ -1,0 +1,209 @@
+"""Every setting charlstm has, its default and its validation, in one place (no torch).
+
+The dataclasses here are the one source the library, the command line's help and the
+README's option tables read: a default is written once, as a field default. Errors name
+the setting through `flag`, which maps a setting to the option a user types (or says
+plainly that a setting is no option), so a message never names a flag that does not exist.
+This module imports neither torch nor anything that does, so `charlstm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from charlstm.errors import CharlstmError
+
+CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
+PRECISIONS = ("auto", "fp32", "bf16")
+BATCHINGS = ("stream", "random")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+# The option a user types for each setting. Settings missing here are no option of any
+# command; `flag` names them as settings, and NOT_OPTIONS says why where a user may meet one.
+FLAGS: dict[str, str] = {
+    "corpus": "CORPUS",
+    "encoding": "--encoding",
+    "errors": "--errors",
+    "batch_size": "--batch-size",
+    "seq_len": "--seq-len",
+    "batching": "--batching",
+    "lr": "--lr",
+    "warmup_steps": "--warmup-steps",
+    "weight_decay": "--weight-decay",
+    "grad_clip": "--grad-clip",
+    "max_steps": "--max-steps",
+    "max_time": "--max-time",
+    "eval_every": "--eval-every",
+    "sample_every": "--sample-every",
+    "val_frac": "--val-frac",
+    "seed": "--seed",
+    "device": "--device",
+    "precision": "--precision",
+    "cell": "--cell",
+    "layers": "--layers",
+    "hidden": "--hidden",
+    "embedding": "--embedding",
+    "dropout": "--dropout",
+    "gate": "--gate",
+    "length": "--length",
+    "show": "--show",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+}
+NOT_OPTIONS: dict[str, str] = {
+    "vocab_size": "vocab_size (the number of distinct characters, which comes from the corpus; no option sets it)",
+    "min_lr_ratio": "min_lr_ratio (a library setting; no option sets it)",
+}
+
+
+def flag(name: str) -> str:
+    """How a message names setting `name`: its option (`--batch-size`), or the setting
+    itself, plainly marked, when no option sets it (`vocab_size`)."""
+    return FLAGS.get(name) or NOT_OPTIONS.get(name, name)
+
+
+def check_device_name(name: str) -> None:
+    """auto, cpu, cuda, cuda:N or mps; whether this machine has it is `device.resolve_device`'s question."""
+    if name not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
+        raise CharlstmError(f"{flag('device')} must be {_listed(DEVICE_NAMES)}, got {name!r}")
+
+
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise CharlstmError(f"{flag('precision')} must be {_listed(PRECISIONS)}, got {name!r}")
+
+
+def check_val_frac(value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise CharlstmError(f"{flag('val_frac')} must be in [0, 1), got {value}")
+
+
+def _listed(words: tuple[str, ...]) -> str:
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _at_least(config: object, names: tuple[str, ...], low: int) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value < low:
+            bound = "at least 1" if low == 1 else f">= {low}"
+            raise CharlstmError(f"{flag(name)} must be {bound}, got {value}")
+
+
+DURATION = {"duration": True}
+"""Field metadata: the value is seconds, written and read as a duration (`5m`)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model's shape; `vocab_size` comes from the corpus."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embedding: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELL_TYPES:
+            raise CharlstmError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_TYPES)}")
+        _at_least(self, ("vocab_size", "layers", "hidden", "embedding"), 1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise CharlstmError(f"{flag('dropout')} must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about how to train; the model's shape is `ModelConfig`."""
+
+    corpus: str | None = None
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    batch_size: int = 32
+    seq_len: int = 64
+    batching: str = "stream"
+    lr: float = 1.2e-2
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_steps: int = 0
+    max_time: float = field(default=300.0, metadata=DURATION)
+    eval_every: int = 250
+    sample_every: int = 500
+    val_frac: float = 0.1
+    seed: int = 1337
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _at_least(self, ("batch_size", "seq_len", "eval_every"), 1)
+        _at_least(self, ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay"), 0)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CharlstmError(f"{flag('lr')} must be a positive number, got {self.lr}")
+        check_val_frac(self.val_frac)
+        if self.batching not in BATCHINGS:
+            raise CharlstmError(f"{flag('batching')} must be {_listed(BATCHINGS)}, got {self.batching!r}")
+        check_device_name(self.device)
+        check_precision(self.precision)
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """inspect-gates' passage and views. `gate` None means `cell` where the cell has one, else `hidden`."""
+
+    gate: str | None = field(default=None, metadata={"default_text": "cell"})
+    length: int = 600
+    show: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least(self, ("length",), 1)
+        _at_least(self, ("show",), 0)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90s', '10m', '1.5h', '1h30m' or a bare number of seconds; '0' = no limit."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise CharlstmError(f"cannot read duration {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """The way a person writes `seconds` and `parse_duration` reads it back: 300 -> '5m'."""
+    if seconds == 0 or seconds != int(seconds):
+        return f"{seconds:g}"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
+def default_text(config: type, name: str) -> str:
+    """A field's default as help and README write it: '5m' for a duration, '0.1', 'lstm'."""
+    (found,) = [f for f in fields(config) if f.name == name]
+    if "default_text" in found.metadata:
+        return found.metadata["default_text"]
+    if found.default is MISSING:
+        raise ValueError(f"{config.__name__}.{name} has no default")
+    if found.metadata.get("duration"):
+        return format_duration(found.default)
+    if isinstance(found.default, float):
+        return f"{found.default:g}"
+    return str(found.default)
+
+
+def help_text(config: type, name: str, text: str) -> str:
+    """`text` with the field's default appended; the bracket is escaped for Typer's Rich markup."""
+    return f"{text} \\[default: {default_text(config, name)}]"
