@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from charlstm import __version__
+from charlstm.config import FLAGS, ModelConfig, TrainConfig, help_text
 from charlstm.errors import CharlstmError
 
 app = typer.Typer(
@@ -174,6 +175,16 @@ class _CorpusProgress:
             self.bar = None
 
 
+def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
+    """An option for setting `name` of `config`: its flag and its default come from config.py."""
+    return typer.Option(FLAGS[name], *aliases, help=help_text(config, name, text), show_default=False)
+
+
+_train_option = partial(_setting_option, TrainConfig)
+_model_option = partial(_setting_option, ModelConfig)
+_SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --max-steps is given."
+
+
 @app.command(
     epilog="Examples:\n\n  charlstm train\n\n  charlstm train corpus.txt --max-time 10m\n\n"
     "  charlstm train corpus.txt --cell gru --layers 3 --hidden 512\n\n"
@@ -187,101 +198,32 @@ def train(
             show_default=False,
         ),
     ] = None,
-    max_time: Annotated[
-        str | None,
-        typer.Option("--max-time", help="Time budget: 90s, 10m, 2h; 0 = no limit. \\[default: 5m]", show_default=False),
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Step budget; 0 = no limit. \\[default: 0]", show_default=False)
-    ] = None,
-    cell: Annotated[
-        str | None, typer.Option("--cell", help="lstm, gru, indylstm or rnn. \\[default: lstm]", show_default=False)
-    ] = None,
-    layers: Annotated[
-        int | None, typer.Option("--layers", help="Recurrent layers. \\[default: 2]", show_default=False)
-    ] = None,
-    hidden: Annotated[
-        int | None, typer.Option("--hidden", help="Units per layer. \\[default: 256]", show_default=False)
-    ] = None,
-    embedding: Annotated[
-        int | None, typer.Option("--embedding", help="Character embedding size. \\[default: 64]", show_default=False)
-    ] = None,
-    dropout: Annotated[
-        float | None,
-        typer.Option(
-            "--dropout", help="Dropout between layers and before the decoder. \\[default: 0]", show_default=False
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", "-b", help="Parallel streams. \\[default: 32]", show_default=False)
-    ] = None,
-    seq_len: Annotated[
-        int | None,
-        typer.Option("--seq-len", help="Characters per truncated-BPTT window. \\[default: 64]", show_default=False),
-    ] = None,
+    max_time: Annotated[str | None, _train_option("max_time", "Time budget: 90s, 10m, 2h; 0 = no limit.")] = None,
+    max_steps: Annotated[int | None, _train_option("max_steps", "Step budget; 0 = no limit.")] = None,
+    cell: Annotated[str | None, _model_option("cell", "lstm, gru, indylstm or rnn.")] = None,
+    layers: Annotated[int | None, _model_option("layers", "Recurrent layers.")] = None,
+    hidden: Annotated[int | None, _model_option("hidden", f"Units per layer{_SIZED}")] = None,
+    embedding: Annotated[int | None, _model_option("embedding", "Character embedding size.")] = None,
+    dropout: Annotated[float | None, _model_option("dropout", "Dropout between layers and before the decoder.")] = None,
+    batch_size: Annotated[int | None, _train_option("batch_size", f"Parallel streams{_SIZED}", "-b")] = None,
+    seq_len: Annotated[int | None, _train_option("seq_len", "Characters per truncated-BPTT window.")] = None,
     batching: Annotated[
-        str | None,
-        typer.Option(
-            "--batching",
-            help="stream (carry state across windows) or random chunks. \\[default: stream]",
-            show_default=False,
-        ),
+        str | None, _train_option("batching", "stream (carry state across windows) or random chunks.")
     ] = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (AdamW). \\[default: 1.2e-2]", show_default=False)
-    ] = None,
-    warmup_steps: Annotated[
-        int | None, typer.Option("--warmup-steps", help="Linear warmup steps. \\[default: 100]", show_default=False)
-    ] = None,
-    weight_decay: Annotated[
-        float | None,
-        typer.Option("--weight-decay", help="AdamW weight decay on matrices. \\[default: 0.1]", show_default=False),
-    ] = None,
-    grad_clip: Annotated[
-        float | None,
-        typer.Option("--grad-clip", help="Clip the gradient norm; 0 = off. \\[default: 1]", show_default=False),
-    ] = None,
-    eval_every: Annotated[
-        int | None,
-        typer.Option(
-            "--eval-every", help="Steps between validation + checkpoint. \\[default: 250]", show_default=False
-        ),
-    ] = None,
+    lr: Annotated[float | None, _train_option("lr", "Peak learning rate (AdamW).")] = None,
+    warmup_steps: Annotated[int | None, _train_option("warmup_steps", "Linear warmup steps.")] = None,
+    weight_decay: Annotated[float | None, _train_option("weight_decay", "AdamW weight decay on matrices.")] = None,
+    grad_clip: Annotated[float | None, _train_option("grad_clip", "Clip the gradient norm; 0 = off.")] = None,
+    eval_every: Annotated[int | None, _train_option("eval_every", "Steps between validation + checkpoint.")] = None,
     sample_every: Annotated[
-        int | None,
-        typer.Option(
-            "--sample-every", help="Steps between printed samples; 0 = off. \\[default: 500]", show_default=False
-        ),
+        int | None, _train_option("sample_every", "Steps between printed samples; 0 = off.")
     ] = None,
-    val_frac: Annotated[
-        float | None,
-        typer.Option(
-            "--val-frac", help="Fraction of the text (its tail) held out. \\[default: 0.1]", show_default=False
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option("--seed", help="Seed for weights, dropout and batches. \\[default: 1337]", show_default=False),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda or mps. \\[default: auto]", show_default=False)
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="auto (bf16 where native), fp32 or bf16. \\[default: auto]", show_default=False
-        ),
-    ] = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option("--encoding", help="Text encoding of the corpus. \\[default: utf-8]", show_default=False),
-    ] = None,
-    errors: Annotated[
-        str | None,
-        typer.Option(
-            "--errors", help="strict, or replace to accept bad bytes. \\[default: strict]", show_default=False
-        ),
-    ] = None,
+    val_frac: Annotated[float | None, _train_option("val_frac", "Fraction of the text (its tail) held out.")] = None,
+    seed: Annotated[int | None, _train_option("seed", "Seed for weights, dropout and batches.")] = None,
+    device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,
+    precision: Annotated[str | None, _train_option("precision", "auto (bf16 where native), fp32 or bf16.")] = None,
+    encoding: Annotated[str | None, _train_option("encoding", "Text encoding of the corpus.")] = None,
+    errors: Annotated[str | None, _train_option("errors", "strict, or replace to accept bad bytes.")] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.", show_default=False)
     ] = None,

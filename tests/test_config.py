@@ -1,11 +1,15 @@
 """Settings, defaults and their validation: one source, read by the library, the help and README."""
 
+import re
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import pytest
+import typer
 
+from charlstm.cli import app
 from charlstm.config import (
     FLAGS,
     NOT_OPTIONS,
@@ -82,3 +86,62 @@ def test_inspect_settings_are_checked():
         InspectConfig(length=0)
     with pytest.raises(CharlstmError, match="--show must be >= 0"):
         InspectConfig(show=-1)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _train_table() -> list[list[str]]:
+    """The rows of README's option table for `charlstm train` (the table that lists --max-time)."""
+    tables, current = [], []
+    for line in [*README.read_text(encoding="utf-8").splitlines(), ""]:
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    (table,) = [t for t in tables if any(row[0].startswith("`--max-time`") for row in t)]
+    assert table[0][:2] == ["option", "default"], table[0]
+    return table[2:]
+
+
+def _items(cell: str) -> list[str]:
+    """A table cell split at its top-level commas: '`2`, sized (`256` with x), `64`' -> 3 items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(cell):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(cell[start:i].strip())
+            start = i + 1
+    return [*items, cell[start:].strip()]
+
+
+def test_readme_train_table_lists_every_option_with_its_real_default():
+    """README's table is the third place train's defaults appear (after config.py and the
+    help rendered from it); this holds it to config.py and to the options that exist."""
+    command = typer.main.get_command(app).commands["train"]
+    options = {o for p in command.params if p.param_type_name == "option" for o in p.opts + p.secondary_opts}
+    named = {o for p in command.params if p.param_type_name == "option" for o in p.opts[:1] if o != "--help"}
+    settings = {option: name for name, option in FLAGS.items()}
+    defaults = asdict(TrainConfig()) | asdict(ModelConfig(vocab_size=1))
+    listed = set()
+    for row in _train_table():
+        flags = [re.match(r"`(-[-\w]+)", item).group(1) for item in _items(row[0])]
+        values = _items(row[1])
+        assert len(values) in (1, len(flags)), row
+        for option, value in zip(flags, values if len(values) == len(flags) else values * len(flags), strict=True):
+            assert option in options, f"README lists {option}, which charlstm train does not have"
+            listed |= {option, option.replace("--no-", "--")}
+            name = settings.get(option)
+            if name not in defaults:
+                continue
+            written = re.search(r"`([^`]+)`", value)
+            assert written, f"README states no default for {option}"
+            default = defaults[name]
+            if name == "max_time":
+                assert parse_duration(written.group(1)) == default, option
+            elif isinstance(default, str):
+                assert written.group(1) == default, option
+            else:
+                assert float(written.group(1)) == default, option
+    assert named <= listed, f"README's train table lacks {sorted(named - listed)}"
