@@ -15,7 +15,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,9 @@ Progress = Callable[[int, int], None]
 """Called as progress(bytes done, bytes in all) while a corpus downloads."""
 
 CHUNK = 1 << 20
+
+DEFAULT_FOLDER = Path(".")
+"""Where `charlstm corpus get` writes a corpus when no --to is given: the current folder."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,20 @@ def file_sha256(path: Path) -> str:
         while block := f.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def find_fetched(name: str, folders: Iterable[Path] = (DEFAULT_FOLDER,)) -> Path | None:
+    """The copy of catalogue corpus `name` that `charlstm corpus get` left in one of `folders`
+    (by default where it writes without --to), or None. A file of that name counts only if its
+    size and SHA-256 are the catalogue's, so what is found is the corpus numbers are published on.
+    """
+    item = entry(name)
+    size = item.member_bytes or item.bytes
+    for folder in folders:
+        path = Path(folder) / item.file
+        if path.is_file() and path.stat().st_size == size and file_sha256(path) == item.final_sha256:
+            return path
+    return None
 
 
 def fetch(item: Entry, folder: Path, progress: Progress | None = None) -> tuple[Path, bool]:

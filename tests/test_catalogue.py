@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from charlstm import catalogue
-from tests.conftest import SHAKESPEARE, run_cli
+from tests.helpers import run_cli
 
 TEXT = "To be, or not to be: that is the question.\n" * 50
 
@@ -70,8 +70,10 @@ def test_the_shipped_catalogue_describes_the_standard_tinyshakespeare(monkeypatc
     entries = catalogue.load_catalogue()
     assert {"tinyshakespeare", "enwik8"} <= entries.keys()
     shakespeare = entries["tinyshakespeare"]
-    assert shakespeare.bytes == SHAKESPEARE.stat().st_size
-    assert shakespeare.sha256 == catalogue.file_sha256(SHAKESPEARE)
+    # char-rnn's input.txt, the file every published tiny-shakespeare number was measured on.
+    assert (shakespeare.file, shakespeare.bytes) == ("tinyshakespeare.txt", 1_115_394)
+    assert shakespeare.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    assert "/karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/" in shakespeare.url, "pinned to a commit"
     for e in entries.values():
         assert len(e.final_sha256) == 64 and e.url.startswith("http") and e.licence
 
@@ -131,3 +133,16 @@ def test_list_shows_every_entry(mirror):
     assert [e["name"] for e in json.loads(result.stdout)] == ["hamlet", "zipped"]
     table = run_cli("corpus", "list")
     assert "hamlet" in table.stdout and "public domain" in table.stdout
+
+
+def test_a_fetched_corpus_is_found_where_get_left_it_and_only_if_it_is_the_right_file(mirror, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    assert catalogue.find_fetched("hamlet", [out]) is None
+    assert run_cli("corpus", "get", "hamlet", "--to", str(out)).returncode == 0
+    assert catalogue.find_fetched("hamlet", [tmp_path / "elsewhere", out]) == out / "hamlet.txt"
+    assert run_cli("corpus", "get", "zipped", "--to", str(out)).returncode == 0
+    assert catalogue.find_fetched("zipped", [out]) == out / "hamlet"
+    monkeypatch.chdir(out)
+    assert catalogue.find_fetched("hamlet") == catalogue.DEFAULT_FOLDER / "hamlet.txt", "get's default --to"
+    (out / "hamlet.txt").write_text(TEXT.replace("question", "answer!!"))
+    assert catalogue.find_fetched("hamlet", [out]) is None, "same name and size, other text"

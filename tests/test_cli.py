@@ -15,14 +15,7 @@ import typer
 
 from charlstm.cli import app, main
 from charlstm.config import ModelConfig, TrainConfig, parse_duration
-from tests.conftest import TINY_MODEL, run_cli
-
-
-def invoke(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from tests.helpers import TINY_MODEL, invoke, run_cli, train_args
 
 
 @pytest.fixture(scope="module")
@@ -255,21 +248,7 @@ def test_piped_output_has_no_escape_codes(trained_run):
 
 
 def test_train_end_to_end_on_the_command_line(tmp_path, small_corpus):
-    result = run_cli(
-        "train",
-        str(small_corpus),
-        "--max-steps",
-        "20",
-        "--max-time",
-        "0",
-        "--eval-every",
-        "10",
-        "--sample-every",
-        "10",
-        "--checkpoints",
-        str(tmp_path),
-        *TINY_MODEL,
-    )
+    result = run_cli(*train_args(small_corpus, tmp_path, steps=20, eval_every=10, sample_every=10))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "step     10 | train" in result.stderr and "sample at step 10" in result.stderr
@@ -382,24 +361,7 @@ def test_asking_for_cuda_without_it_is_one_clear_error(capsys, tmp_path, small_c
 
 @pytest.mark.parametrize("cell", ["gru", "indylstm", "rnn"])
 def test_every_cell_type_trains_samples_and_is_inspected(capsys, tmp_path, small_corpus, cell):
-    code, _, err = invoke(
-        capsys,
-        "train",
-        str(small_corpus),
-        "--cell",
-        cell,
-        "--max-steps",
-        "6",
-        "--max-time",
-        "0",
-        "--eval-every",
-        "3",
-        "--sample-every",
-        "0",
-        "--checkpoints",
-        str(tmp_path),
-        *TINY_MODEL,
-    )
+    code, _, err = invoke(capsys, *train_args(small_corpus, tmp_path, "--cell", cell, steps=6, eval_every=3))
     assert code == 0, err
     (run,) = tmp_path.iterdir()
     code, out, _ = invoke(capsys, "sample", "--checkpoint", str(run), "-n", "40", "--seed", "0")
@@ -445,22 +407,7 @@ def test_train_on_a_folder_of_text_files(capsys, tmp_path, small_corpus):
     (folder / "act1.txt").write_text(text[:30_000])
     (folder / "act2" / "scene.txt").write_text(text[30_000:])
     (folder / "cover.jpg").write_bytes(b"\xff\xd8\x00\x00")
-    code, _, err = invoke(
-        capsys,
-        "train",
-        str(folder),
-        "--max-steps",
-        "4",
-        "--max-time",
-        "0",
-        "--eval-every",
-        "2",
-        "--sample-every",
-        "0",
-        "--checkpoints",
-        str(tmp_path / "runs"),
-        *TINY_MODEL,
-    )
+    code, _, err = invoke(capsys, *train_args(folder, tmp_path / "runs", steps=4, eval_every=2))
     assert code == 0, err
     assert "corpus texts (2 files)" in err
     (run,) = (tmp_path / "runs").iterdir()

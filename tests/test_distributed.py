@@ -9,7 +9,7 @@ import torch
 
 from charlstm.distributed import Ranks
 from charlstm.errors import CharlstmError
-from tests.conftest import TINY_MODEL, run_cli
+from tests.helpers import TINY_MODEL, run_cli
 
 BUDGET = ["--max-time", "0", "--eval-every", "10", "--sample-every", "0", "--precision", "fp32", *TINY_MODEL]
 

@@ -11,7 +11,7 @@ from charlstm import inspect
 from charlstm.errors import CharlstmError
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
-from tests.test_cli import invoke
+from tests.helpers import invoke
 
 
 def trained_model(cell: str, vocabulary: Vocabulary, text: str) -> CharLSTM:
@@ -31,8 +31,8 @@ def trained_model(cell: str, vocabulary: Vocabulary, text: str) -> CharLSTM:
 
 
 @pytest.mark.parametrize("cell", CELL_TYPES)
-def test_replayed_states_equal_the_fused_kernel_at_every_step_and_layer(cell, shakespeare_text):
-    text = shakespeare_text[:1500]
+def test_replayed_states_equal_the_fused_kernel_at_every_step_and_layer(cell, english):
+    text = english[:1500]
     vocabulary = Vocabulary.from_text(text)
     model = trained_model(cell, vocabulary, text)
     inspection = inspect.inspect_text(model, vocabulary, text, keep=None)

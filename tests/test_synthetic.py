@@ -2,7 +2,7 @@ import pytest
 
 from charlstm import synthetic
 from charlstm.errors import CharlstmError
-from tests.test_cli import invoke
+from tests.helpers import invoke
 
 
 def test_copy_task_probes_point_at_the_recalled_key():

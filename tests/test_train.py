@@ -21,7 +21,7 @@ from charlstm.train import (
     seed_device,
     start,
 )
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
 

@@ -1,0 +1,99 @@
+"""What many test files share: running the CLI, a train command line, and text to train on.
+
+Tests never read a file outside the repository: their text is made here from what every
+Python installation has (the standard library's own documentation) or written by the test.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import string
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+TINY_MODEL = ["--layers", "2", "--hidden", "32", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
+"""A model small enough that a few dozen steps take a second or two."""
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m charlstm ARGS` in a subprocess, as a user would run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("CHARLSTM_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "charlstm", *args], cwd=cwd, env=full_env, capture_output=True, text=True, **kwargs
+    )
+
+
+def invoke(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """`charlstm ARGS` in this process: (exit code, stdout, stderr)."""
+    from charlstm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def train_args(
+    corpus: str | Path,
+    checkpoints: str | Path,
+    *extra: str,
+    steps: int,
+    eval_every: int | None = None,
+    sample_every: int = 0,
+    model: list[str] = TINY_MODEL,
+) -> list[str]:
+    """`train CORPUS` for a fixed number of steps and no time limit, into CHECKPOINTS, with the
+    tiny model; `extra` options go before the model's so a test can add any (a --cell, a --seed)."""
+    args = ["train", str(corpus), "--max-steps", str(steps), "--max-time", "0"]
+    if eval_every is not None:
+        args += ["--eval-every", str(eval_every)]
+    return [*args, "--sample-every", str(sample_every), "--checkpoints", str(checkpoints), *extra, *model]
+
+
+ENGLISH_CHARACTERS = set(string.ascii_letters + string.digits + " \n.,;:'\"()?-")
+"""What `english_text` always holds, so a test's prime ('ROMEO:', 'Juliet?') is in its vocabulary."""
+
+
+def english_text(chars: int) -> str:
+    """About `chars` characters of English prose: paragraphs of the standard library's docstrings.
+
+    Only plain paragraphs are kept (ASCII, not indented, no doctest, mostly letters), each once,
+    taken from the modules in sorted order, so the text is the same on every run of one Python.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    paragraphs: dict[str, None] = {}
+    size = 0
+    for file in sorted(stdlib.glob("*.py")):
+        if file.name.startswith("_") or size >= chars:
+            continue
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                for paragraph in (ast.get_docstring(node) or "").split("\n\n"):
+                    if _is_prose(paragraph) and paragraph not in paragraphs:
+                        paragraphs[paragraph] = None
+                        size += len(paragraph) + 2
+    text = "\n\n".join(paragraphs)[:chars] + "\n"
+    missing = ENGLISH_CHARACTERS - set(text)
+    assert not missing, f"this Python's docstrings lack {sorted(missing)}; english_text needs another source"
+    return text
+
+
+def _is_prose(paragraph: str) -> bool:
+    lines = paragraph.splitlines()
+    letters = sum(ch.isalpha() or ch == " " for ch in paragraph)
+    return (
+        len(paragraph) > 80
+        and paragraph.isascii()
+        and not any(line.startswith((" ", "\t", ">>>")) for line in lines)
+        and letters > 0.85 * len(paragraph)
+    )
