@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import english_text, run_cli, train_args
+from tests.helpers import ENGLISH_CHARACTERS, english_text, run_cli, torch_settings_kept, train_args
 
 # The headless-browser fixtures (`browser_page`) for tests of the HTML pages charlstm writes.
 pytest_plugins = ["tests.browser"]
@@ -25,10 +25,20 @@ def token_cache_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def torch_settings():
+    """Each test gets torch's settings as the one before found them (threads, TF32, RNG, ...)."""
+    with torch_settings_kept():
+        yield
+
+
 @pytest.fixture(scope="session")
 def english() -> str:
     """60,000 characters of English prose (the standard library's docstrings)."""
-    return english_text(60_000)
+    text = english_text(60_000)
+    missing = ENGLISH_CHARACTERS - set(text)
+    assert not missing, f"this Python's docstrings lack {sorted(missing)}: tests/helpers.english_text needs more"
+    return text
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def test_fused_and_explicit_paths_agree_on_the_same_weights(cell, device):
         loss.backward()
         optimizer.step()
     model.eval()
-    if device == "cuda":
+    if device == "cuda":  # conftest's torch_settings fixture turns TF32 back on after the test
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     assert_paths_agree(model, ids)
@@ -128,13 +128,6 @@ def test_indylstm_hand_written_backward_matches_autograd_through_the_explicit_ce
         torch.testing.assert_close(fast, slow)
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     "threads, shape, kept_shape",
     [
@@ -146,7 +139,7 @@ def restore_threads():
     ],
 )
 @pytest.mark.parametrize("rows", [1, 5])
-def test_affine_on_column_blocks_is_the_plain_product(threads, shape, kept_shape, rows, restore_threads):
+def test_affine_on_column_blocks_is_the_plain_product(threads, shape, kept_shape, rows):
     """Cutting W's columns into per-thread blocks changes how the product runs, not its value."""
     torch.manual_seed(2)
     weight, x = torch.randn(shape) / shape[1] ** 0.5, torch.randn(rows, shape[1])
@@ -157,7 +150,7 @@ def test_affine_on_column_blocks_is_the_plain_product(threads, shape, kept_shape
         torch.testing.assert_close(affine(shift, x, kept), torch.addmm(shift, x, weight.t()))
 
 
-def test_fused_and_explicit_paths_agree_where_the_weights_are_cut_into_blocks(restore_threads):
+def test_fused_and_explicit_paths_agree_where_the_weights_are_cut_into_blocks():
     """At 2x512 the recurrent matrices are 4 MB: the step reads them as column blocks."""
     torch.set_num_threads(2)
     torch.manual_seed(3)
