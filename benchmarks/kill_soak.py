@@ -4,6 +4,9 @@ the last checkpoint still loads, resume, and at the end compare the weights bit 
 with an uninterrupted run of the same seed. Prints one JSON line per kill and a summary.
 
     python benchmarks/kill_soak.py --kills 40
+
+The corpus is --corpus PATH, or tiny-shakespeare as `charlstm corpus get tinyshakespeare`
+fetched it (see corpus_arg.py).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+from corpus_arg import add_corpus_argument, find_corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 MODEL = ["--layers", "2", "--hidden", "48", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
 
 
@@ -41,7 +44,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    add_corpus_argument(parser)
     args = parser.parse_args()
+    corpus = find_corpus(args.corpus)
     rng = random.Random(args.seed)
     budget = [
         "--max-steps",
@@ -58,10 +63,10 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as root:
         straight, killed = Path(root) / "straight", Path(root) / "killed"
-        reference = train([str(CORPUS), "--checkpoints", str(straight), *budget])
+        reference = train([str(corpus), "--checkpoints", str(straight), *budget])
         _, err = reference.communicate()
         assert reference.returncode == 0, err
-        command = [str(CORPUS), "--checkpoints", str(killed), *budget]
+        command = [str(corpus), "--checkpoints", str(killed), *budget]
         kills = 0
         while True:
             saved_before = _last_saved(killed)

@@ -1,10 +1,14 @@
 """Validation loss per wall-clock: `charlstm train` on tiny-shakespeare for a fixed time.
 
+The corpus is --corpus PATH, or tiny-shakespeare as `charlstm corpus get tinyshakespeare`
+fetched it (see corpus_arg.py).
+
 Prints one JSON line per run (final validation loss on the full validation split, in
 nats and bits per character) and a short table. Extra arguments after `--` are passed
 to `charlstm train`, e.g. to compare settings:
 
     python benchmarks/quality.py --seconds 90 300
+    python benchmarks/quality.py --seconds 90 --corpus my-text.txt
     python benchmarks/quality.py --seconds 90 -- --batch-size 32 --seq-len 64
 """
 
@@ -17,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tinyshakespeare.txt"
+from corpus_arg import add_corpus_argument, describe, find_corpus
 
 
 def run(seconds: float, extra: list[str], corpus: Path) -> dict:
@@ -43,6 +47,7 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
     final = metrics[-1]
     return {
         "benchmark": "quality",
+        **describe(corpus),
         "seconds": seconds,
         "options": " ".join(extra),
         "shape": f"{config['model']['layers']}x{config['model']['hidden']}, batch {config['train']['batch_size']}",
@@ -57,12 +62,13 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[90, 300])
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    add_corpus_argument(parser)
     parser.add_argument("extra", nargs="*", help="options for charlstm train (after --)")
     args = parser.parse_args()
+    corpus = find_corpus(args.corpus)
     rows = []
     for seconds in args.seconds:
-        row = run(seconds, args.extra, args.corpus)
+        row = run(seconds, args.extra, corpus)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"{'seconds':>8} {'steps':>7} {'val nats/char':>14} {'bits/char':>10}  shape / options", file=sys.stderr)
