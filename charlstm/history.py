@@ -354,7 +354,7 @@ def sparkline(values: Sequence[float], levels: str = BLOCKS, width: int = SPARK_
     if high - low < 1e-12:
         return levels[len(levels) // 2] * len(values)
     top = len(levels) - 1
-    return "".join(levels[round((v - low) / (high - low) * top)] for v in values)
+    return "".join(levels[int((v - low) / (high - low) * top + 0.5)] for v in values)
 
 
 def format_duration(seconds: float) -> str:
