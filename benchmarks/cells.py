@@ -1,13 +1,15 @@
 """RNN vs GRU vs LSTM vs IndyLSTM: equal parameters, equal time, same corpora.
 
 Tasks: the synthetic `copy` (recall a key after 40-80 dots) and `brackets` (close nested
-brackets with the right kind) corpora from `charlstm synth`, and tiny-shakespeare. For
+brackets with the right kind) corpora from `charlstm synth`, and a natural-language corpus
+(task `text`: --corpus PATH, or tiny-shakespeare as `charlstm corpus get` fetched it). For
 each cell the hidden size is chosen so the model has about as many parameters as the
 2-layer LSTM of --hidden units. Prints one JSON line per (task, cell): validation
 bits/char, recall accuracy at the long-range positions (synthetic tasks), training
 chars/s; then a table.
 
     python benchmarks/cells.py --seconds 60
+    python benchmarks/cells.py --seconds 60 --tasks copy brackets   # no corpus needed
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+from corpus_arg import add_corpus_argument, find_corpus
 
 from charlstm import synthetic
+from charlstm.config import TrainConfig
+from charlstm.device import keep_freed_memory
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import Data, TrainConfig, Trainer, keep_freed_memory
-
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+from charlstm.train import Data, Trainer
 
 
 def matched_hidden(cell: str, target: int, vocab: int, layers: int) -> int:
@@ -64,7 +67,9 @@ def recall(model: CharLSTM, vocabulary: Vocabulary, val: str, probes: list, choi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--tasks", nargs="+", default=["copy", "brackets", "tinyshakespeare"])
+    tasks = ["copy", "brackets", "text"]
+    parser.add_argument("--tasks", nargs="+", choices=tasks, default=tasks, help="text: the --corpus")
+    add_corpus_argument(parser)
     parser.add_argument("--cells", nargs="+", default=list(CELL_TYPES))
     parser.add_argument("--hidden", type=int, default=128, help="LSTM hidden size that sets the parameter budget")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -72,11 +77,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     args = parser.parse_args()
+    corpus = find_corpus(args.corpus) if "text" in args.tasks else None
     keep_freed_memory()
     rows = []
     for task in args.tasks:
-        if task == "tinyshakespeare":
-            text, probes, choices = SHAKESPEARE.read_text(encoding="utf-8"), [], ""
+        if task == "text":
+            text, probes, choices = corpus.read_text(encoding="utf-8"), [], ""
         else:
             text, probes = synthetic.make(task, args.chars, seed=0)
             choices = synthetic.CHOICES[task]
@@ -99,7 +105,7 @@ def main() -> None:
             val_loss = result["best_val_loss"]
             row = {
                 "benchmark": "cells",
-                "task": task,
+                "task": corpus.stem if task == "text" else task,
                 "cell": cell,
                 "hidden": hidden,
                 "parameters": parameter_count(trainer.model),

@@ -23,10 +23,10 @@ import sys
 import torch
 from contestant import Child, serve, timed
 
+from charlstm.device import resolve_device
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.sample import SamplingConfig, generate
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import resolve_device
 
 
 def build(args: argparse.Namespace) -> tuple[CharLSTM, Vocabulary]:

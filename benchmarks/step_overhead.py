@@ -21,8 +21,9 @@ import torch
 from contestant import timed
 from torch import nn
 
-from charlstm.model import ModelConfig
-from charlstm.train import TrainConfig, Trainer, load_data, seed_device
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.device import seed_device
+from charlstm.train import Trainer, load_data
 
 
 def microseconds(work: Callable[[], object], repeat: int, rounds: int) -> float:

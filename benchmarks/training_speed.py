@@ -29,17 +29,9 @@ import torch
 from contestant import Child, serve, timed
 from torch import nn
 
-from charlstm.model import ModelConfig
-from charlstm.train import (
-    Data,
-    TrainConfig,
-    Trainer,
-    autocast,
-    fused_adamw,
-    keep_freed_memory,
-    load_data,
-    resolve_device,
-)
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.device import autocast, keep_freed_memory, resolve_device
+from charlstm.train import Data, Trainer, fused_adamw, load_data
 
 
 def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):

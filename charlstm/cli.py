@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from charlstm import __version__
-from charlstm.config import FLAGS, ModelConfig, TrainConfig, help_text
+from charlstm.config import FLAGS, ModelConfig, TrainConfig, help_text, parse_duration
 from charlstm.errors import CharlstmError
 
 app = typer.Typer(
@@ -75,8 +75,8 @@ class _ProgressPrinter:
     def started(self, trainer) -> None:
         from tqdm import tqdm
 
+        from charlstm.budget import BUDGET_STEPS
         from charlstm.model import parameter_count
-        from charlstm.train import BUDGET_STEPS
 
         c, m = trainer.config, trainer.model.config
         budget = []
@@ -93,10 +93,10 @@ class _ProgressPrinter:
             f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
         )
         if trainer.sizing:
-            tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in trainer.sizing["steps_per_second"].items())
+            tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in trainer.sizing.steps_per_second.items())
             self.message(
                 f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
-                f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {trainer.sizing['seconds']:.1f} s: "
+                f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {trainer.sizing.seconds:.1f} s: "
                 f"{tried}); --hidden or --batch-size fixes them"
             )
         if trainer.step:
@@ -238,8 +238,8 @@ def train(
     ] = True,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
-    from charlstm import distributed
-    from charlstm import train as training
+    from charlstm import distributed, runs
+    from charlstm.device import keep_freed_memory as keep_memory
 
     train_options = _given(
         encoding=encoding,
@@ -252,7 +252,7 @@ def train(
         weight_decay=weight_decay,
         grad_clip=grad_clip,
         max_steps=max_steps,
-        max_time=training.parse_duration(max_time) if max_time is not None else None,
+        max_time=parse_duration(max_time) if max_time is not None else None,
         eval_every=eval_every,
         sample_every=sample_every,
         val_frac=val_frac,
@@ -262,20 +262,11 @@ def train(
     )
     model_options = _given(cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout)
     if keep_freed_memory:
-        training.keep_freed_memory()
+        keep_memory()
     reading = _CorpusProgress()
     try:
-        if resume is not None:
-            if corpus is not None or model_options or init_from is not None:
-                raise CharlstmError(
-                    "--resume takes the corpus and model from the run; give only budget options with it"
-                )
-            trainer = training.resume(resume, train_options, reading)
-        else:
-            config = training.TrainConfig(corpus=str(corpus) if corpus is not None else None, **train_options)
-            chosen = {"layers", "hidden"} & model_options.keys() or {"batch_size", "max_steps"} & train_options.keys()
-            size_for_budget = not chosen and init_from is None
-            trainer = training.start(model_options, config, checkpoints, init_from, reading, size_for_budget)
+        corpus_name = str(corpus) if corpus is not None else None
+        trainer = runs.from_options(corpus_name, model_options, train_options, resume, init_from, checkpoints, reading)
     finally:
         reading.close()
     printer = _ProgressPrinter(interactive=sys.stderr.isatty())

@@ -4,86 +4,35 @@ The loop reads top to bottom in `Trainer.run`. Everything a resume needs lives i
 `Trainer.state_dict`, and a batch is addressed by step number alone, so a run that is
 stopped and resumed reaches the same weights, bit for bit on the CPU, as one that never
 stopped. Nothing here prints: progress goes to the `TrainListener` the caller hands in.
+
+Around the trainer: `runs` starts and resumes runs (their folders and config.json),
+`budget` sizes a run for its time budget, `device` picks device and precision.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import math
 import signal
 import time
-from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from charlstm import checkpoint, corpus, distributed, token_cache
-from charlstm.config import ModelConfig, TrainConfig, check_device_name, check_precision, flag
-from charlstm.config import parse_duration as parse_duration
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.device import autocast, resolve_device, resolve_precision, seed_device
 from charlstm.errors import CharlstmError
-from charlstm.model import CharLSTM, parameter_count
+from charlstm.model import CharLSTM
 from charlstm.sample import SamplingConfig, default_prime, generate
 from charlstm.tokenizer import Vocabulary
 
-
-def resolve_device(name: str) -> torch.device:
-    check_device_name(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CharlstmError("--device cuda was asked for, but this machine has no usable CUDA GPU")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CharlstmError("--device mps was asked for, but MPS is not available here")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively (so autocast speeds it up, not down)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast where the hardware has it natively, fp32 elsewhere."""
-    check_precision(name)
-    if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if name == "bf16" and device.type == "mps":
-        raise CharlstmError("--precision bf16 is not supported on MPS; use fp32")
-    return name
-
-
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to keep freed memory instead of returning it to the OS.
-
-    Each training step frees and reallocates the same large activation buffers; by
-    default glibc hands them back with munmap and takes them again with fresh, zeroed
-    pages. Keeping them measured ~30% more chars/s for a 2x256 LSTM on the CPU here.
-    Returns whether the setting took (False off glibc).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
+if TYPE_CHECKING:
+    from charlstm.budget import Sizing
 
 
 def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
@@ -94,27 +43,6 @@ def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
     except RuntimeError:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
-
-
-def seed_device(device: torch.device, seed: int) -> None:
-    """Seed the generator that dropout on `device` draws from, and no other.
-
-    torch.manual_seed also seeds every other backend, queueing a lazy CUDA seeding with a
-    captured stack trace when CUDA is not started: 220 µs a step on a CPU, against 2.
-    """
-    if device.type == "cuda":
-        with torch.cuda.device(device):  # `--device cuda:1` trains on a GPU other than the current one
-            torch.cuda.manual_seed(seed)
-    elif device.type == "mps":
-        torch.mps.manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()
@@ -245,7 +173,7 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val_loss = math.inf
         self.stop_requested = False
-        self.sizing: dict | None = None
+        self.sizing: Sizing | None = None  # set by runs.start when budget sizing chose the shape
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
     def learning_rate(self) -> float:
@@ -464,170 +392,3 @@ def _sigint_deferred(deliver: bool = True):
         signal.signal(signal.SIGINT, previous)
     if received and deliver:
         raise KeyboardInterrupt
-
-
-# Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
-BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
-BUDGET_STEPS = 2_000
-
-
-def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) -> tuple[int, int]:
-    """The largest (hidden, batch) of BUDGET_SHAPES that still fits BUDGET_STEPS updates
-    into `seconds`, by the measured speed of each; the smallest if none does.
-
-    On tiny-shakespeare the best model for a budget was, on a fast and on a slow CPU alike,
-    the largest that got 2,000-2,500 updates: fewer and it is undertrained, more and a
-    bigger one would have done better. The bar sits at the low end because the probe is
-    noisy and a shape just under it loses far more than one just over it gains: at 90 s,
-    2x192 with 2,276 steps beat 2x128 with 3,703 by 0.06 (README, Measured: sizing).
-    """
-    chosen = BUDGET_SHAPES[0]
-    for hidden, batch in BUDGET_SHAPES:
-        if steps_per_second(hidden, batch) * seconds < BUDGET_STEPS:
-            break
-        chosen = (hidden, batch)
-    return chosen
-
-
-def measure_steps_per_second(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
-    """Training steps per second of `trainer` (its real step on its real data), timed for
-    at least `seconds` after `warmup` steps: a new shape's first steps build kernels and
-    touch fresh memory, and a shorter timing swung by a third between runs here. Reading
-    each loss waits for the device."""
-    for _ in range(warmup):
-        float(trainer.train_step())
-    steps, start = 0, time.perf_counter()
-    while steps < 3 or time.perf_counter() - start < seconds:
-        float(trainer.train_step())
-        steps += 1
-    return steps / (time.perf_counter() - start)
-
-
-def new_run_dir(root: Path, corpus_name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = root / f"{corpus_name}-{stamp}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    try:
-        run_dir.mkdir(parents=True)
-    except OSError as e:
-        raise CharlstmError(f"cannot create run folder {run_dir}: {e.strerror}; choose --checkpoints") from e
-    return run_dir
-
-
-def start(
-    model_options: dict[str, Any],
-    config: TrainConfig,
-    root: Path = checkpoint.DEFAULT_ROOT,
-    init_from: str | None = None,
-    progress: token_cache.Progress | None = None,
-    size_for_budget: bool = False,
-) -> Trainer:
-    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary.
-
-    With `size_for_budget` (the user chose no shape and no batch), the hidden size and
-    batch are picked for the time budget by measuring this machine (`choose_shape`).
-    """
-    ranks = distributed.ranks(resolve_device(config.device))
-    vocabulary, source_model = None, None
-    if init_from is not None:
-        source_model, vocabulary, _ = checkpoint.load_model(init_from)
-        source_options = source_model.config.to_dict()
-        conflicts = [k for k, v in model_options.items() if v != source_options[k]]
-        if conflicts:
-            raise CharlstmError(
-                f"--init-from keeps the checkpoint's architecture, so "
-                f"{', '.join(map(flag, conflicts))} cannot differ from it"
-            )
-        model_options = source_options
-    data = _load_data_in_turn(ranks, config, vocabulary, progress)
-    model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
-    sizing = None
-    if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
-        model_config, config, sizing = _size_for_budget(model_config, config, data)
-    run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
-    trainer = Trainer(model_config, config, data, run_dir, ranks)
-    trainer.sizing = sizing
-    if source_model is not None:
-        trainer.model.load_state_dict(source_model.state_dict())
-    if ranks.main:
-        checkpoint.write_json(
-            trainer.run_dir / "config.json",
-            {
-                "model": model_config.to_dict(),
-                "train": asdict(config),
-                "corpus": data.name,
-                "corpus_sha256": data.sha256,
-                "parameters": parameter_count(trainer.model),
-                "init_from": init_from,
-                "processes": ranks.world,
-                "sized_for_budget": sizing,
-            },
-        )
-    return trainer
-
-
-def _size_for_budget(
-    model_config: ModelConfig, config: TrainConfig, data: Data
-) -> tuple[ModelConfig, TrainConfig, dict]:
-    rates: dict[str, float] = {}
-
-    def steps_per_second(hidden: int, batch: int) -> float:
-        try:
-            probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
-        except CharlstmError:  # the corpus is too short for this many streams
-            return 0.0
-        rates[f"{hidden}x{batch}"] = measure_steps_per_second(probe)
-        return rates[f"{hidden}x{batch}"]
-
-    started = time.perf_counter()
-    hidden, batch = choose_shape(steps_per_second, config.max_time)
-    sizing = {
-        "hidden": hidden,
-        "batch_size": batch,
-        "steps_per_second": {k: round(v, 2) for k, v in rates.items()},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return replace(model_config, hidden=hidden), replace(config, batch_size=batch), sizing
-
-
-def _load_data_in_turn(
-    ranks: distributed.Ranks, config: TrainConfig, vocabulary: Vocabulary | None, progress: token_cache.Progress | None
-) -> Data:
-    """Rank 0 builds the token cache; the other ranks wait for it, then map it."""
-    data = load_data(config, vocabulary, progress) if ranks.main else None
-    ranks.barrier()
-    return data or load_data(config, vocabulary)
-
-
-def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
-    """Continue the run at `path` (a run folder or a checkpoint file) exactly where it stopped.
-
-    Budget options (max steps and time, eval and sample intervals, device) may change on
-    resume; anything that would change the data or the optimisation path may not.
-    """
-    source = Path(path)
-    file = source / checkpoint.LAST if source.is_dir() else checkpoint.resolve(source)
-    if not file.exists():
-        raise CharlstmError(f"run folder {source} has no {checkpoint.LAST} to resume from")
-    payload = checkpoint.load(file)
-    if "resume" not in payload:
-        raise CharlstmError(f"{file} holds weights only; use --init-from to start a new run from it")
-    saved = TrainConfig(**payload["train_config"])
-    changeable = {"max_steps", "max_time", "eval_every", "sample_every", "device"}
-    conflicts = [k for k, v in overrides.items() if k not in changeable and v != getattr(saved, k)]
-    if conflicts:
-        raise CharlstmError(
-            f"--resume continues a run exactly, so {', '.join(map(flag, conflicts))} "
-            "cannot change; start a new run with --init-from instead"
-        )
-    config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in changeable}))
-    ranks = distributed.ranks(resolve_device(config.device))
-    data = _load_data_in_turn(ranks, config, Vocabulary(payload["vocabulary"]), progress)
-    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, ranks)
-    trainer.load_state_dict(payload)
-    if ranks.main:
-        checkpoint.remove_stale_temporaries(file.parent)
-    return trainer

@@ -6,21 +6,12 @@ import pytest
 import torch
 
 from charlstm import checkpoint
+from charlstm.budget import BUDGET_STEPS, choose_shape
+from charlstm.config import ModelConfig, TrainConfig, parse_duration
+from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
-from charlstm.model import ModelConfig
-from charlstm.train import (
-    BUDGET_STEPS,
-    TrainConfig,
-    Trainer,
-    TrainingInterrupted,
-    TrainListener,
-    choose_shape,
-    load_data,
-    parse_duration,
-    resume,
-    seed_device,
-    start,
-)
+from charlstm.runs import resume, start
+from charlstm.train import Trainer, TrainingInterrupted, TrainListener, load_data
 from tests.helpers import run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
@@ -209,7 +200,7 @@ def test_sizing_skips_shapes_with_more_streams_than_the_corpus_can_fill(tmp_path
     config = TrainConfig(corpus=str(path), max_time=1e9, seq_len=64)
     trainer = start({"layers": 1, "embedding": 8}, config, tmp_path / "runs", size_for_budget=True)
     assert (trainer.model.config.hidden, trainer.config.batch_size) == (256, 16)
-    assert "256x32" not in trainer.sizing["steps_per_second"]
+    assert "256x32" not in trainer.sizing.steps_per_second
 
 
 def test_seeding_the_device_draws_what_torch_manual_seed_drew():

@@ -1,0 +1,166 @@
+"""Run folders: starting a run, resuming one, and what a run folder holds besides checkpoints.
+
+A run lives in `checkpoints/<corpus>-<time>/`: last.pt and best.pt (checkpoint.py),
+metrics.jsonl (the Trainer), and config.json, written here when the run starts, which
+says in readable form what the run is (model, training settings, corpus and its hash,
+parameters, processes, and what budget sizing measured). Policy about what a user's
+options mean lives here too: which options ask for sizing, which may change on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from charlstm import budget, checkpoint, distributed, token_cache
+from charlstm.config import ModelConfig, TrainConfig, flag
+from charlstm.device import resolve_device
+from charlstm.errors import CharlstmError
+from charlstm.model import parameter_count
+from charlstm.tokenizer import Vocabulary
+from charlstm.train import Data, Trainer, load_data
+
+# What `--resume` may change: how long and how visibly a run goes on, and where it computes,
+# never the path its weights take (data, model, optimisation).
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_time", "eval_every", "sample_every", "device"})
+
+# Options by which a user chooses the model's size or the batch themselves; with none of
+# them (nor --init-from), a time-budgeted run is sized for its budget.
+SHAPE_OPTIONS = frozenset({"layers", "hidden", "batch_size", "max_steps"})
+
+
+def from_options(
+    corpus: str | None,
+    model_options: dict[str, Any],
+    train_options: dict[str, Any],
+    resume_from: str | None = None,
+    init_from: str | None = None,
+    root: Path = checkpoint.DEFAULT_ROOT,
+    progress: token_cache.Progress | None = None,
+) -> Trainer:
+    """The run a user's options ask for: `resume_from` continues one, else a new run starts.
+
+    The options are those the user gave (absent ones take config.py's defaults). A new run
+    with no shape, batch or step budget chosen is sized for its time budget.
+    """
+    if resume_from is not None:
+        if corpus is not None or model_options or init_from is not None:
+            raise CharlstmError("--resume takes the corpus and model from the run; give only budget options with it")
+        return resume(resume_from, train_options, progress)
+    config = TrainConfig(corpus=corpus, **train_options)
+    chosen = SHAPE_OPTIONS & (model_options.keys() | train_options.keys())
+    return start(model_options, config, root, init_from, progress, size_for_budget=not chosen and init_from is None)
+
+
+def new_run_dir(root: Path, corpus_name: str) -> Path:
+    """A fresh folder `root/<corpus>-<time>`, numbered when two runs start in one second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = root / f"{corpus_name}-{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as e:
+        raise CharlstmError(f"cannot create run folder {run_dir}: {e.strerror}; choose --checkpoints") from e
+    return run_dir
+
+
+def start(
+    model_options: dict[str, Any],
+    config: TrainConfig,
+    root: Path = checkpoint.DEFAULT_ROOT,
+    init_from: str | None = None,
+    progress: token_cache.Progress | None = None,
+    size_for_budget: bool = False,
+) -> Trainer:
+    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary.
+
+    With `size_for_budget`, the hidden size and batch are picked for the time budget by
+    measuring this machine (`budget.size_for_budget`), when the run has a time budget and
+    no step budget and runs in one process.
+    """
+    ranks = distributed.ranks(resolve_device(config.device))
+    vocabulary, source_model = None, None
+    if init_from is not None:
+        source_model, vocabulary, _ = checkpoint.load_model(init_from)
+        source_options = source_model.config.to_dict()
+        conflicts = [k for k, v in model_options.items() if v != source_options[k]]
+        if conflicts:
+            raise CharlstmError(
+                f"--init-from keeps the checkpoint's architecture, so "
+                f"{', '.join(map(flag, conflicts))} cannot differ from it"
+            )
+        model_options = source_options
+    data = _load_data_in_turn(ranks, config, vocabulary, progress)
+    model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
+    sizing = None
+    if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
+        model_config, config, sizing = budget.size_for_budget(model_config, config, data)
+    run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
+    trainer = Trainer(model_config, config, data, run_dir, ranks)
+    trainer.sizing = sizing
+    if source_model is not None:
+        trainer.model.load_state_dict(source_model.state_dict())
+    if ranks.main:
+        write_run_config(trainer, init_from)
+    return trainer
+
+
+def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
+    """config.json: what the run is, readable without charlstm."""
+    checkpoint.write_json(
+        trainer.run_dir / "config.json",
+        {
+            "model": trainer.model.config.to_dict(),
+            "train": asdict(trainer.config),
+            "corpus": trainer.data.name,
+            "corpus_sha256": trainer.data.sha256,
+            "parameters": parameter_count(trainer.model),
+            "init_from": init_from,
+            "processes": trainer.ranks.world,
+            "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
+        },
+    )
+
+
+def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
+    """Continue the run at `path` (a run folder or a checkpoint file) exactly where it stopped.
+
+    Budget options (RESUMABLE_CHANGES) may change on resume; anything that would change the
+    data or the optimisation path may not.
+    """
+    source = Path(path)
+    file = source / checkpoint.LAST if source.is_dir() else checkpoint.resolve(source)
+    if not file.exists():
+        raise CharlstmError(f"run folder {source} has no {checkpoint.LAST} to resume from")
+    payload = checkpoint.load(file)
+    if "resume" not in payload:
+        raise CharlstmError(f"{file} holds weights only; use --init-from to start a new run from it")
+    saved = TrainConfig(**payload["train_config"])
+    conflicts = [k for k, v in overrides.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)]
+    if conflicts:
+        raise CharlstmError(
+            f"--resume continues a run exactly, so {', '.join(map(flag, conflicts))} "
+            "cannot change; start a new run with --init-from instead"
+        )
+    config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}))
+    ranks = distributed.ranks(resolve_device(config.device))
+    data = _load_data_in_turn(ranks, config, Vocabulary(payload["vocabulary"]), progress)
+    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, ranks)
+    trainer.load_state_dict(payload)
+    if ranks.main:
+        checkpoint.remove_stale_temporaries(file.parent)
+    return trainer
+
+
+def _load_data_in_turn(
+    ranks: distributed.Ranks, config: TrainConfig, vocabulary: Vocabulary | None, progress: token_cache.Progress | None
+) -> Data:
+    """Rank 0 builds the token cache; the other ranks wait for it, then map it."""
+    data = load_data(config, vocabulary, progress) if ranks.main else None
+    ranks.barrier()
+    return data or load_data(config, vocabulary)
