@@ -15,7 +15,7 @@ A checkpoint is one `torch.save` file of plain values and tensors, so
 
 A run folder holds last.pt, best.pt (lowest validation loss), metrics.jsonl and
 config.json. Saving writes a temporary file beside the target, fsyncs it and renames it
-over the target, so a crash at any instant leaves the previous checkpoint whole.
+over the target (`atomic_write`), so a crash at any instant leaves the previous file whole.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -38,25 +39,39 @@ LAST, BEST = "last.pt", "best.pt"
 DEFAULT_ROOT = Path("checkpoints")
 
 
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write `payload` to `path` so that `path` is always either the old or the new file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
+def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `content` (bytes, or a function that writes into the open file) to `path` so
+    that `path` is always either the old file or the whole new one.
+
+    Every file charlstm keeps is written this way: checkpoints, config.json, the token
+    cache. The new content goes to a temporary file in the same folder (one file system, so
+    the rename is atomic), is flushed and fsynced, then `os.replace`s `path`; the folder is
+    fsynced so the rename itself survives a power cut. On any failure the temporary file is
+    removed and `path` is untouched; an OSError is left for the caller to word.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            if isinstance(content, bytes):
+                f.write(content)
+            else:
+                content(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException as e:
+    except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
         raise
     _fsync_directory(path.parent)
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Save a checkpoint so that `path` is always either the old or the new file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as e:
+        raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -146,6 +161,8 @@ def newest_run(root: Path = DEFAULT_ROOT) -> Path:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    """A readable JSON file (config.json), written whole or not at all."""
+    try:
+        atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
+    except OSError as e:
+        raise CharlstmError(f"could not write {path}: {e.strerror or e}") from e

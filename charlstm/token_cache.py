@@ -17,9 +17,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
+from charlstm.checkpoint import atomic_write
 from charlstm.corpus import Source, check_vocabulary_size, iter_text
 from charlstm.errors import CharlstmError
 from charlstm.tokenizer import Vocabulary, describe_chars
@@ -136,7 +138,10 @@ def _cached_scan(source: Source, meta: Path, progress: Progress | None) -> Scan:
         "files": [position[f] for f in scan.files],
         "skipped": scan.skipped,
     }
-    _write_atomic(meta, json.dumps(record).encode("utf-8", "surrogatepass"))
+    try:
+        atomic_write(meta, json.dumps(record).encode("utf-8", "surrogatepass"))
+    except OSError as e:
+        raise _cannot_write(meta, e) from e
     return scan
 
 
@@ -203,36 +208,26 @@ def _encode(
     meter = _Meter("encoding", scan.files, progress)
     lookup = torch.full((CODE_POINTS,), -1, dtype=torch.int32)
     lookup[code_points(vocabulary.chars)] = torch.arange(len(vocabulary), dtype=torch.int32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    written = 0
-    try:
-        with open(tmp, "wb") as f:
-            for file in scan.files:
-                for piece in _texts(source, file, meter):
-                    codes = code_points(piece)
-                    written += len(codes)
-                    ids = lookup[codes]
-                    if drop_unknown:
-                        ids = ids[ids >= 0]
-                    ids = ids.to(vocabulary.dtype)
-                    f.write(ctypes.string_at(ids.data_ptr(), ids.nbytes))
-            f.flush()
-            os.fsync(f.fileno())
+
+    def write(f: BinaryIO) -> None:
+        written = 0
+        for file in scan.files:
+            for piece in _texts(source, file, meter):
+                codes = code_points(piece)
+                written += len(codes)
+                ids = lookup[codes]
+                if drop_unknown:
+                    ids = ids[ids >= 0]
+                ids = ids.to(vocabulary.dtype)
+                f.write(ctypes.string_at(ids.data_ptr(), ids.nbytes))
         if written != scan.characters:
             raise CharlstmError(f"corpus {source.name} changed while it was read; run again")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CharlstmError(f"cannot write the token cache {path}: {e.strerror}; set CHARLSTM_CACHE") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
-        raise CharlstmError(f"cannot write the token cache {path}: {e.strerror}; set CHARLSTM_CACHE") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise _cannot_write(path, e) from e
+
+
+def _cannot_write(path: Path, error: OSError) -> CharlstmError:
+    return CharlstmError(f"cannot write the token cache {path}: {error.strerror}; set CHARLSTM_CACHE")

@@ -201,3 +201,33 @@ def test_killing_a_writer_mid_save_always_leaves_a_loadable_checkpoint(tmp_path)
         checkpoint.remove_stale_temporaries(tmp_path)
     assert len(generations) >= 10 and max(generations) > 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_every_file_charlstm_keeps_is_synced_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    """config.json was written without fsync, so a power cut could leave it empty; the
+    checkpoints, config.json and the token cache now share one atomic_write."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    config = tmp_path / "config.json"
+    config.write_text("old")
+    checkpoint.write_json(config, {"new": 1})
+    assert config.read_text() == '{\n  "new": 1\n}\n'
+    assert any(name.startswith(str(tmp_path / ".config.json.")) for name in synced), synced
+    assert str(tmp_path) in synced, "the folder is synced so the rename lasts"
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+
+    def half_then_fail(f):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        checkpoint.atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    with pytest.raises(CharlstmError, match="could not write .*config.json: No such file or directory"):
+        checkpoint.write_json(tmp_path / "missing" / "config.json", {})
