@@ -207,3 +207,56 @@ def default_text(config: type, name: str) -> str:
 def help_text(config: type, name: str, text: str) -> str:
     """`text` with the field's default appended; the bracket is escaped for Typer's Rich markup."""
     return f"{text} \\[default: {default_text(config, name)}]"
+
+
+FLAGS.update(prime="--prime", min_length="--min-length", stop="--stop", num_samples="--num-samples", novel="--novel")
+NOT_OPTIONS["redraws"] = "redraws (a library setting; no option sets it)"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """What to draw, for `charlstm sample`, the Python API and a server's requests alike.
+
+    The first three fields say how each character is picked (temperature 0 is greedy;
+    top-k 0 and top-p 1 are off). The rest say what to draw: `num_samples` samples (sample
+    k seeded with `seed` + k), each at most `length` characters, ended sooner by a stop
+    string once `min_length` characters precede it; with `novel` L, a sample that repeats
+    L or more characters of the training corpus is redrawn, up to `redraws` times.
+    """
+
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    length: int = 500
+    min_length: int = 0
+    stop: tuple[str, ...] = field(default=(), metadata={"default_text": "none"})
+    num_samples: int = 1
+    seed: int | None = field(default=None, metadata={"default_text": "random"})
+    prime: str | None = field(default=None, metadata={"default_text": "a newline"})
+    novel: int | None = field(default=None, metadata={"default_text": "off"})
+    redraws: int = 10
+
+    def __post_init__(self) -> None:
+        stops = () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        object.__setattr__(self, "stop", stops)
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise CharlstmError(f"{flag('temperature')} must be a number >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise CharlstmError(f"{flag('top_k')} must be >= 1 (or 0 for off), got {self.top_k}")
+        if not (0 < self.top_p <= 1) or math.isnan(self.top_p):
+            raise CharlstmError(f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
+        _at_least(self, ("length", "min_length", "redraws"), 0)
+        _at_least(self, ("num_samples",), 1)
+        if self.min_length > self.length:
+            raise CharlstmError(
+                f"{flag('min_length')} {self.min_length} is above {flag('length')} {self.length}, the most a sample "
+                "may have; lower it or raise --length"
+            )
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise CharlstmError(f"{flag('stop')} needs text; an empty one would end every sample at once")
+        if self.novel is not None and self.novel < 1:
+            raise CharlstmError(
+                f"{flag('novel')} is the length of a copied stretch and must be at least 1, got {self.novel}"
+            )
+        if self.prime == "":
+            raise CharlstmError("the prime text is empty; leave --prime out to start from a newline")

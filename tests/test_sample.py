@@ -1,64 +1,319 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
-from charlstm.model import CharLSTM, ModelConfig
-from charlstm.sample import SamplingConfig, generate, next_id
+from charlstm.model import CharLSTM, ModelConfig, Stepper
+from charlstm.sample import (
+    RACE_BLOCK,
+    Row,
+    Rules,
+    Streams,
+    draw_samples,
+    generate,
+    next_ids,
+    stream,
+    unescape,
+    unreachable_stops,
+)
 from charlstm.tokenizer import Vocabulary
 
 LOGITS = torch.tensor([0.1, 3.0, 2.5, -1.0, 0.0])
 
 
+# The one-sample generator `charlstm sample` used before samples were drawn in batches,
+# kept verbatim: a lone sample must stay what it was, character for character.
+def reference_next_id(logits, config, generator=None):
+    if config.temperature == 0:
+        return logits.argmax().view(1)
+    logits = logits.float() / config.temperature
+    if 0 < config.top_k < logits.numel():
+        threshold = torch.topk(logits, config.top_k).values[-1]
+        logits = logits.masked_fill(logits < threshold, -math.inf)
+    probs = torch.softmax(logits, dim=-1)
+    if config.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(before >= config.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax().view(1)
+
+
+def reference_stream(model, vocabulary, prime, length, config, seed):
+    stepper = Stepper(model)
+    device = stepper.decoder_bias.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.seed()))
+    state = stepper.initial_state()
+    with torch.inference_mode():
+        ids = vocabulary.encode(prime).long().to(device)
+        for i in range(len(ids)):
+            logits, state, _ = stepper.step(ids[i : i + 1], state)
+        for _ in range(length):
+            char_id = reference_next_id(logits[0], config, generator)
+            yield vocabulary.chars[int(char_id)]
+            logits, state, _ = stepper.step(char_id, state)
+
+
+def draw(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> int:
+    """One id from one row of logits through the batched draw."""
+    races = torch.empty(1, logits.numel()).exponential_(generator=generator)
+    return int(next_ids(logits[None], races, Rules.of([config], logits.numel(), logits.device)))
+
+
 def test_temperature_zero_is_greedy():
-    assert int(next_id(LOGITS, SamplingConfig(temperature=0))) == 1
+    assert draw(LOGITS, SamplingConfig(temperature=0), torch.Generator()) == 1
 
 
 def test_top_k_keeps_only_the_k_likeliest():
     generator = torch.Generator().manual_seed(0)
-    draws = {int(next_id(LOGITS, SamplingConfig(1.0, top_k=2), generator)) for _ in range(300)}
-    assert draws == {1, 2}
+    assert {draw(LOGITS, SamplingConfig(1.0, top_k=2), generator) for _ in range(300)} == {1, 2}
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.softmax(LOGITS, 0)
     assert probs[1] < 0.9 < probs[1] + probs[2]
     generator = torch.Generator().manual_seed(0)
-    draws = {int(next_id(LOGITS, SamplingConfig(1.0, top_p=0.9), generator)) for _ in range(300)}
-    assert draws == {1, 2}
-    assert {int(next_id(LOGITS, SamplingConfig(1.0, top_p=0.01), generator)) for _ in range(50)} == {1}
+    assert {draw(LOGITS, SamplingConfig(1.0, top_p=0.9), generator) for _ in range(300)} == {1, 2}
+    assert {draw(LOGITS, SamplingConfig(1.0, top_p=0.01), generator) for _ in range(50)} == {1}
 
 
 def test_draws_follow_the_softmax_distribution():
     generator = torch.Generator().manual_seed(0)
     counts = torch.zeros(5)
     for _ in range(4000):
-        counts[next_id(LOGITS, SamplingConfig(1.0), generator)] += 1
+        counts[draw(LOGITS, SamplingConfig(1.0), generator)] += 1
     torch.testing.assert_close(counts / 4000, torch.softmax(LOGITS, 0), atol=0.025, rtol=0)
 
 
 def test_high_temperature_reaches_unlikely_characters():
     generator = torch.Generator().manual_seed(0)
-    draws = {int(next_id(LOGITS, SamplingConfig(5.0), generator)) for _ in range(300)}
-    assert draws == set(range(5))
+    assert {draw(LOGITS, SamplingConfig(5.0), generator) for _ in range(300)} == set(range(5))
+
+
+def test_rows_with_different_settings_draw_as_each_would_alone():
+    configs = [
+        SamplingConfig(0.8),
+        SamplingConfig(0),
+        SamplingConfig(1.3, top_k=3),
+        SamplingConfig(0.7, top_p=0.6),
+        SamplingConfig(1.0, top_k=50, top_p=0.95),
+    ]
+    torch.manual_seed(3)
+    logits = torch.randn(len(configs), 40) * 3
+    for seed in range(30):
+        alone = [
+            int(reference_next_id(logits[i], c, torch.Generator().manual_seed(seed))) for i, c in enumerate(configs)
+        ]
+        races = torch.stack(
+            [torch.empty(40).exponential_(generator=torch.Generator().manual_seed(seed)) for _ in configs]
+        )
+        together = next_ids(logits, races, Rules.of(configs, 40, logits.device)).tolist()
+        assert together == alone
+
+
+@pytest.mark.parametrize("vocab_size", [1, 7, 65, 98, 257])
+def test_a_block_of_races_is_the_per_character_races_in_order(vocab_size):
+    """Rows draw RACE_BLOCK characters' exponentials in one call; that must be the very numbers
+    one call per character gave, or a lone sample would change."""
+    one_by_one = torch.Generator().manual_seed(9)
+    expected = torch.stack([torch.empty(vocab_size).exponential_(generator=one_by_one) for _ in range(RACE_BLOCK)])
+    block = torch.empty(RACE_BLOCK, vocab_size).exponential_(generator=torch.Generator().manual_seed(9))
+    assert torch.equal(block, expected)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"temperature": -0.1}, {"temperature": math.nan}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}]
+    "kwargs",
+    [
+        {"temperature": -0.1},
+        {"temperature": math.nan},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"num_samples": 0},
+        {"stop": ""},
+        {"stop": ("\n", "")},
+        {"novel": 0},
+        {"min_length": 20, "length": 10},
+        {"length": -1},
+        {"prime": ""},
+    ],
 )
 def test_bad_sampling_options_are_refused(kwargs):
     with pytest.raises(CharlstmError):
         SamplingConfig(**kwargs)
 
 
+def tiny_model(cell: str = "lstm", hidden: int = 16, text: str = "abcdefgh \n") -> tuple[CharLSTM, Vocabulary]:
+    torch.manual_seed(0)
+    vocabulary = Vocabulary.from_text(text)
+    config = ModelConfig(vocab_size=len(vocabulary), cell=cell, hidden=hidden, embedding=8)
+    return CharLSTM(config).eval(), vocabulary
+
+
 @pytest.fixture
 def model_and_vocabulary():
-    torch.manual_seed(0)
-    vocabulary = Vocabulary.from_text("abcdefgh \n")
-    return CharLSTM(ModelConfig(vocab_size=len(vocabulary), hidden=16, embedding=8)).eval(), vocabulary
+    return tiny_model()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "indylstm", "rnn"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        SamplingConfig(1.0),
+        SamplingConfig(0.8),
+        SamplingConfig(0),
+        SamplingConfig(0.9, top_k=4),
+        SamplingConfig(1.2, top_p=0.8),
+    ],
+)
+def test_a_lone_sample_is_what_the_generator_before_batching_wrote(cell, config):
+    model, vocabulary = tiny_model(cell)
+    for seed in (0, 1, 1234):
+        expected = "".join(reference_stream(model, vocabulary, "ab", 300, config, seed))
+        assert "".join(generate(model, vocabulary, "ab", 300, config, seed)) == expected
+
+
+def test_sample_k_of_a_batch_is_the_lone_sample_with_seed_plus_k():
+    model, vocabulary = tiny_model(hidden=64)
+    config = SamplingConfig(1.0, length=200, num_samples=12, seed=40, prime="ab")
+    batched = {s.index: s for s in draw_samples(model, vocabulary, config)}
+    assert sorted(batched) == list(range(12))
+    for k in range(12):
+        assert batched[k].seed == 40 + k
+        assert batched[k].text == "".join(reference_stream(model, vocabulary, "ab", 200, SamplingConfig(1.0), 40 + k))
+    assert len({s.text for s in batched.values()}) == 12
+
+
+def test_samples_with_a_stop_string_are_the_unstopped_sample_cut_before_it(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    config = SamplingConfig(1.0, length=300, num_samples=16, seed=0, prime="a")
+    whole = {s.index: s.text for s in draw_samples(model, vocabulary, config)}
+    for stop, min_length in ((" ", 0), ("\n", 0), ("ab", 0), ("a", 5), (("h", "gg"), 0)):
+        cut = list(draw_samples(model, vocabulary, replace(config, stop=stop, min_length=min_length)))
+        assert len(cut) == 16
+        stops = (stop,) if isinstance(stop, str) else stop
+        for sample in cut:
+            text = whole[sample.index]
+            ends = [text.find(s, min_length) for s in stops]
+            ends = [(e, s) for e, s in zip(ends, stops, strict=True) if e >= 0]
+            if ends:
+                end, hit = min(ends, key=lambda x: (x[0] + len(x[1]), -len(x[1])))
+                assert sample.stop_reason == "stop" and sample.text == text[:end] and sample.stop == hit
+            else:
+                assert sample.stop_reason == "length" and sample.text == text and sample.stop is None
+
+
+def test_streamed_pieces_never_show_a_stop_string_and_add_up_to_the_sample(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    for seed in range(20):
+        config = SamplingConfig(1.0, length=200, stop=("ab", "hhh"), seed=seed, prime="a")
+        pieces = list(stream(model, vocabulary, config))
+        (sample,) = draw_samples(model, vocabulary, config)
+        assert "".join(pieces) == sample.text
+        assert all(piece for piece in pieces)
+
+
+def row_for(config: SamplingConfig) -> Row:
+    vocabulary_size = 4
+    return Row(config, 0, ([], torch.zeros(1, vocabulary_size)))
+
+
+def test_a_row_holds_back_what_may_begin_a_stop_string():
+    row = row_for(SamplingConfig(length=50, stop=("\n\n", "END")))
+    shown = []
+    for ch in "ab\ncd\nEN":
+        row.add(ch, 1.0)
+        shown.append(row.new_text())
+    assert shown == ["a", "b", "", "\nc", "d", "", "\n", ""]
+    row.add("D", 1.0)
+    assert row.done and row.stop == "END" and row.new_text() == "" and row.text == "ab\ncd\n"
+
+
+def test_min_length_draws_past_an_early_stop():
+    row = row_for(SamplingConfig(length=50, stop="x", min_length=3))
+    for ch in "axbx":
+        row.add(ch, 1.0)
+    assert row.done and row.text == "axb"
+
+
+def test_length_caps_a_sample_that_never_stops():
+    row = row_for(SamplingConfig(length=3, stop="z"))
+    for ch in "abc":
+        row.add(ch, 1.0)
+    assert row.done and row.stop is None and row.text == "abc" and row.new_text() == "abc"
+
+
+def test_rows_can_leave_and_join_between_steps_without_changing_what_they_draw(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    config = SamplingConfig(1.0, length=100, prime="ab")
+    streams = Streams(model, vocabulary)
+    rows = [streams.row(config, seed) for seed in range(5)]
+    for row in rows[:3]:
+        streams.add(row)
+    for _ in range(10):
+        streams.step()
+    streams.take(rows[1])
+    streams.add(rows[3])
+    for _ in range(37):
+        streams.step()
+    streams.add(rows[1])
+    streams.add(rows[4])
+    while streams:
+        streams.step()
+    for seed, row in enumerate(rows):
+        assert row.done and row.text == "".join(
+            reference_stream(model, vocabulary, "ab", 100, SamplingConfig(1.0), seed)
+        )
+
+
+def test_a_finished_row_continues_from_its_state_as_one_longer_sample(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    streams = Streams(model, vocabulary)
+    row = streams.row(SamplingConfig(1.0, length=60, prime="ab"), seed=7)
+    streams.add(row)
+    while streams:
+        streams.step()
+    first = row.text
+    row.restart(SamplingConfig(1.0, length=90))
+    streams.add(row)
+    while streams:
+        streams.step()
+    assert first + row.text == "".join(reference_stream(model, vocabulary, "ab", 150, SamplingConfig(1.0), 7))
+
+
+def test_samples_report_their_bits_per_character_under_the_model(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    (sample,) = draw_samples(model, vocabulary, SamplingConfig(0.8, length=40, seed=3, prime="ab"))
+    with torch.no_grad():
+        ids = vocabulary.encode("ab" + sample.text).long()[None]
+        logits, _ = model(ids)
+        nats = torch.nn.functional.cross_entropy(logits[0, 1:-1], ids[0, 2:])
+    assert sample.bits_per_char == pytest.approx(float(nats) / math.log(2), rel=1e-4)
+    assert sample.to_json()["characters"] == 40
+
+
+def test_zero_length_samples_are_empty(model_and_vocabulary):
+    model, vocabulary = model_and_vocabulary
+    samples = list(draw_samples(model, vocabulary, SamplingConfig(length=0, num_samples=3)))
+    assert [s.text for s in samples] == ["", "", ""] and samples[0].bits_per_char is None
+
+
+def test_stop_strings_the_model_cannot_write_are_warned_about(model_and_vocabulary):
+    _, vocabulary = model_and_vocabulary
+    warnings = unreachable_stops(SamplingConfig(stop=("\n", "Zé")), vocabulary)
+    assert len(warnings) == 1 and "'Zé'" in warnings[0] and "never" in warnings[0]
+
+
+def test_backslash_escapes_in_stop_strings():
+    assert unescape(r"\n") == "\n"
+    assert unescape(r"a\tb\\n\x") == "a\tb\\n\\x"
 
 
 def test_generation_is_repeatable_with_a_seed_and_has_the_asked_length(model_and_vocabulary):
