@@ -299,11 +299,10 @@ def test_runs_killed_at_random_moments_and_resumed_end_bit_identical(tmp_path, s
     import signal
     import time
 
-    budget = ["--max-steps", "120", "--max-time", "0", "--eval-every", "5", "--sample-every", "0", *TINY_MODEL]
-    straight = run_cli("train", str(small_corpus), "--checkpoints", str(tmp_path / "straight"), *budget)
+    straight = run_cli(*train_args(small_corpus, tmp_path / "straight", steps=120, eval_every=5))
     assert straight.returncode == 0, straight.stderr
     root = tmp_path / "killed"
-    command = [sys.executable, "-m", "charlstm", "train", str(small_corpus), "--checkpoints", str(root), *budget]
+    command = [sys.executable, "-m", "charlstm", *train_args(small_corpus, root, steps=120, eval_every=5)]
     rng = random.Random(7)
     kills = 0
     while True:

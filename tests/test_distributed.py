@@ -9,9 +9,11 @@ import torch
 
 from charlstm.distributed import Ranks
 from charlstm.errors import CharlstmError
-from tests.helpers import TINY_MODEL, run_cli
+from tests.helpers import run_cli, train_args
 
-BUDGET = ["--max-time", "0", "--eval-every", "10", "--sample-every", "0", "--precision", "fp32", *TINY_MODEL]
+
+def fp32_run(corpus, checkpoints, steps: int) -> list[str]:
+    return train_args(corpus, checkpoints, "--precision", "fp32", steps=steps, eval_every=10)
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -29,11 +31,11 @@ def final(run):
 def runs(tmp_path_factory, small_corpus):
     """One process for 20 steps; two processes for 20 steps; two for 10, resumed to 20."""
     root = tmp_path_factory.mktemp("distributed")
-    single = run_cli("train", str(small_corpus), "--max-steps", "20", "--checkpoints", str(root / "one"), *BUDGET)
+    single = run_cli(*fp32_run(small_corpus, root / "one", steps=20))
     assert single.returncode == 0, single.stderr
-    two = torchrun("train", str(small_corpus), "--max-steps", "20", "--checkpoints", str(root / "two"), *BUDGET)
+    two = torchrun(*fp32_run(small_corpus, root / "two", steps=20))
     assert two.returncode == 0, two.stderr
-    half = torchrun("train", str(small_corpus), "--max-steps", "10", "--checkpoints", str(root / "resumed"), *BUDGET)
+    half = torchrun(*fp32_run(small_corpus, root / "resumed", steps=10))
     assert half.returncode == 0, half.stderr
     (half_run,) = (root / "resumed").iterdir()
     resumed = torchrun("train", "--resume", str(half_run), "--max-steps", "20")
