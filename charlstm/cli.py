@@ -6,10 +6,10 @@ stays fast. Every error a user can cause ends here as one line on stderr (see `m
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,9 +48,9 @@ def _root(
     """`--debug` is read by `main` before parsing, so that it also covers parsing errors."""
 
 
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user actually typed (Typer defaults are None here)."""
-    return {k: v for k, v in options.items() if v is not None}
+def _given(config: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings of `config` the user actually typed (Typer defaults are None here)."""
+    return {f.name: options[f.name] for f in fields(config) if options.get(f.name) is not None}
 
 
 def _console(stderr: bool = False):
@@ -61,120 +61,6 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, markup=False)
 
 
-class _ProgressPrinter:
-    """A tqdm bar on a terminal; one plain line per evaluation when output is piped."""
-
-    def __init__(self, interactive: bool):
-        self.interactive = interactive
-        self.bar = None
-        self.trainer = None
-        self.by_steps = False
-        self.last_loss = math.nan
-        self.chars_per_sec = 0.0
-
-    def started(self, trainer) -> None:
-        from tqdm import tqdm
-
-        from charlstm.budget import BUDGET_STEPS
-        from charlstm.model import parameter_count
-
-        c, m = trainer.config, trainer.model.config
-        budget = []
-        if c.max_steps:
-            budget.append(f"{c.max_steps} steps")
-        if c.max_time:
-            budget.append(f"{c.max_time:g} s")
-        self.message(
-            f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters, "
-            f"batch {c.batch_size}x{c.seq_len} | "
-            f"corpus {trainer.data.name}{f' ({trainer.data.files} files)' if trainer.data.files > 1 else ''}: "
-            f"{len(trainer.data.train):,} train / {len(trainer.data.val):,} val chars, "
-            f"vocabulary {len(trainer.data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
-            f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
-        )
-        if trainer.sizing:
-            tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in trainer.sizing.steps_per_second.items())
-            self.message(
-                f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
-                f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {trainer.sizing.seconds:.1f} s: "
-                f"{tried}); --hidden or --batch-size fixes them"
-            )
-        if trainer.step:
-            self.message(
-                f"resumed at step {trainer.step} ({trainer.elapsed:.0f} s trained, best val "
-                f"{trainer.best_val_loss:.4f}): weights, optimizer, data position, carried state and RNG restored"
-            )
-        self.trainer = trainer
-        by_steps = bool(c.max_steps) and not c.max_time
-        self.bar = tqdm(
-            total=c.max_steps if by_steps else (c.max_time or None),
-            initial=trainer.step if by_steps else int(trainer.elapsed),
-            unit="step" if by_steps else "s",
-            dynamic_ncols=True,
-            disable=not self.interactive,
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}{postfix}]"
-            if c.max_time
-            else None,
-        )
-        self.by_steps = by_steps
-
-    def stepped(self, step: int, loss: float, chars_per_sec: float) -> None:
-        self.last_loss = loss
-        self.chars_per_sec = chars_per_sec
-        if self.bar is not None:
-            self.bar.n = step if self.by_steps else min(self.trainer.elapsed, self.bar.total or math.inf)
-            self.bar.set_postfix_str(f"step {step}, loss {loss:.3f}, {chars_per_sec / 1000:.1f}k chars/s", refresh=True)
-
-    def evaluated(self, step: int, val_loss: float | None, improved: bool) -> None:
-        val = f"val {val_loss:.4f} nats ({val_loss / math.log(2):.3f} bits)/char" if val_loss is not None else "no val"
-        saved = "last.pt + best.pt" if improved else "last.pt"
-        self.message(
-            f"step {step:>6} | train {self.last_loss:.4f} | {val} | "
-            f"{self.chars_per_sec / 1000:.1f}k chars/s | saved {saved}"
-        )
-
-    def sampled(self, step: int, text: str) -> None:
-        self.message(f"--- sample at step {step} ---\n{text}\n---")
-
-    def message(self, text: str) -> None:
-        from tqdm import tqdm
-
-        if self.interactive:
-            tqdm.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _CorpusProgress:
-    """A tqdm bar per pass while a corpus is read into the token cache, when that takes a while."""
-
-    MIN_BYTES = 16 << 20
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if total < self.MIN_BYTES or not sys.stderr.isatty():
-            return
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{stage} corpus", unit="B", unit_scale=True, dynamic_ncols=True)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
     """An option for setting `name` of `config`: its flag and its default come from config.py."""
     return typer.Option(FLAGS[name], *aliases, help=help_text(config, name, text), show_default=False)
@@ -183,6 +69,7 @@ def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
 _train_option = partial(_setting_option, TrainConfig)
 _model_option = partial(_setting_option, ModelConfig)
 _SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --max-steps is given."
+_CORPUS_HELP = "UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source."
 
 
 @app.command(
@@ -191,13 +78,7 @@ _SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --ma
     "  charlstm train --resume checkpoints/corpus-20261124-101500"
 )
 def train(
-    corpus: Annotated[
-        Path | None,
-        typer.Argument(
-            help="UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source.",
-            show_default=False,
-        ),
-    ] = None,
+    corpus: Annotated[Path | None, typer.Argument(help=_CORPUS_HELP, show_default=False)] = None,
     max_time: Annotated[str | None, _train_option("max_time", "Time budget: 90s, 10m, 2h; 0 = no limit.")] = None,
     max_steps: Annotated[int | None, _train_option("max_steps", "Step budget; 0 = no limit.")] = None,
     cell: Annotated[str | None, _model_option("cell", "lstm, gru, indylstm or rnn.")] = None,
@@ -207,83 +88,54 @@ def train(
     dropout: Annotated[float | None, _model_option("dropout", "Dropout between layers and before the decoder.")] = None,
     batch_size: Annotated[int | None, _train_option("batch_size", f"Parallel streams{_SIZED}", "-b")] = None,
     seq_len: Annotated[int | None, _train_option("seq_len", "Characters per truncated-BPTT window.")] = None,
-    batching: Annotated[
-        str | None, _train_option("batching", "stream (carry state across windows) or random chunks.")
-    ] = None,
+    batching: Annotated[str | None, _train_option("batching", "stream (carry state) or random chunks.")] = None,
     lr: Annotated[float | None, _train_option("lr", "Peak learning rate (AdamW).")] = None,
     warmup_steps: Annotated[int | None, _train_option("warmup_steps", "Linear warmup steps.")] = None,
     weight_decay: Annotated[float | None, _train_option("weight_decay", "AdamW weight decay on matrices.")] = None,
     grad_clip: Annotated[float | None, _train_option("grad_clip", "Clip the gradient norm; 0 = off.")] = None,
     eval_every: Annotated[int | None, _train_option("eval_every", "Steps between validation + checkpoint.")] = None,
-    sample_every: Annotated[
-        int | None, _train_option("sample_every", "Steps between printed samples; 0 = off.")
-    ] = None,
+    sample_every: Annotated[int | None, _train_option("sample_every", "Steps between samples; 0 = off.")] = None,
     val_frac: Annotated[float | None, _train_option("val_frac", "Fraction of the text (its tail) held out.")] = None,
     seed: Annotated[int | None, _train_option("seed", "Seed for weights, dropout and batches.")] = None,
     device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, _train_option("precision", "auto (bf16 where native), fp32 or bf16.")] = None,
     encoding: Annotated[str | None, _train_option("encoding", "Text encoding of the corpus.")] = None,
     errors: Annotated[str | None, _train_option("errors", "strict, or replace to accept bad bytes.")] = None,
-    resume: Annotated[
-        str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.", show_default=False)
-    ] = None,
-    init_from: Annotated[
-        str | None, typer.Option("--init-from", help="Start a new run from a checkpoint's weights.", show_default=False)
-    ] = None,
-    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder that holds the runs.")] = Path(
-        "checkpoints"
-    ),
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", help="A new run from a checkpoint's weights.")] = None,
+    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder holding the runs.")] = Path("checkpoints"),
     keep_freed_memory: Annotated[
         bool, typer.Option(help="Keep freed memory in the process (glibc), ~30% faster on CPU.")
     ] = True,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
+    options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     from charlstm import distributed, runs
     from charlstm.device import keep_freed_memory as keep_memory
+    from charlstm.progress import CorpusProgress, TrainingPrinter
 
-    train_options = _given(
-        encoding=encoding,
-        errors=errors,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        batching=batching,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-        max_steps=max_steps,
-        max_time=parse_duration(max_time) if max_time is not None else None,
-        eval_every=eval_every,
-        sample_every=sample_every,
-        val_frac=val_frac,
-        seed=seed,
-        device=device,
-        precision=precision,
-    )
-    model_options = _given(cell=cell, layers=layers, hidden=hidden, embedding=embedding, dropout=dropout)
+    if max_time is not None:
+        options["max_time"] = parse_duration(max_time)
     if keep_freed_memory:
         keep_memory()
-    reading = _CorpusProgress()
-    try:
-        corpus_name = str(corpus) if corpus is not None else None
-        trainer = runs.from_options(corpus_name, model_options, train_options, resume, init_from, checkpoints, reading)
-    finally:
-        reading.close()
-    printer = _ProgressPrinter(interactive=sys.stderr.isatty())
+    with CorpusProgress() as reading:
+        trainer = runs.from_options(
+            str(corpus) if corpus is not None else None,
+            _given(ModelConfig, options),
+            _given(TrainConfig, options),
+            resume,
+            init_from,
+            checkpoints,
+            reading,
+        )
+    printer = TrainingPrinter(interactive=sys.stderr.isatty())
     try:
         result = trainer.run(printer if trainer.ranks.main else None)
     finally:
         printer.close()
         distributed.shutdown()
-    if not trainer.ranks.main:
-        return
-    best = (
-        f"best val {result['best_val_loss']:.4f} nats/char"
-        if math.isfinite(result["best_val_loss"])
-        else "no validation"
-    )
-    printer.message(f"done: {result['step']} steps in {result['elapsed']:.0f} s, {best}; run {trainer.run_dir}")
-    printer.message(f"sample it: charlstm sample --checkpoint {trainer.run_dir}")
+    if trainer.ranks.main:
+        printer.finished(trainer.run_dir, result)
 
 
 @app.command(
@@ -358,25 +210,17 @@ def evaluate(
     """Score a trained model on any text: loss in nats and bits per character."""
     import json
 
-    from charlstm import checkpoint as checkpoints
-    from charlstm.corpus import find_source
-    from charlstm.token_cache import load_tokens
-    from charlstm.train import evaluate_tokens
+    from charlstm.progress import CorpusProgress
+    from charlstm.train import evaluate_corpus
 
-    path = checkpoints.resolve(checkpoint)
-    model, vocabulary, _ = checkpoints.load_model(path)
-    reading = _CorpusProgress()
-    try:
-        loaded = load_tokens(find_source(corpus, encoding), vocabulary, skip_unknown, f"corpus {corpus}", reading)
-    finally:
-        reading.close()
-    result = {"checkpoint": str(path), "corpus": str(corpus)} | evaluate_tokens(model, loaded.tokens, device, precision)
+    with CorpusProgress() as reading:
+        result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
     if as_json:
         print(json.dumps(result))
     else:
         print(
             f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
-            f"of {corpus} ({path}, {result['device']} {result['precision']})"
+            f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
         )
 
 

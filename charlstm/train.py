@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from charlstm import checkpoint, corpus, distributed, token_cache
+from charlstm import checkpoint, corpus, distributed, history, token_cache
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.device import autocast, resolve_device, resolve_precision, seed_device
 from charlstm.errors import CharlstmError
@@ -87,6 +87,24 @@ def evaluate_tokens(
         "device": device_.type,
         "precision": precision,
     }
+
+
+def evaluate_corpus(
+    checkpoint_path: str | Path | None,
+    text: str | Path,
+    encoding: str = "utf-8",
+    skip_unknown: bool = False,
+    device: str = "auto",
+    precision: str = "fp32",
+    progress: token_cache.Progress | None = None,
+) -> dict[str, Any]:
+    """`charlstm eval`: a checkpoint (a file, a run folder, or None for the newest run)
+    scored on a text file, folder or glob; `evaluate_tokens`' result plus what was scored."""
+    path = checkpoint.resolve(checkpoint_path)
+    model, vocabulary, _ = checkpoint.load_model(path)
+    source = corpus.find_source(text, encoding)
+    loaded = token_cache.load_tokens(source, vocabulary, skip_unknown, f"corpus {text}", progress)
+    return {"checkpoint": str(path), "corpus": str(text)} | evaluate_tokens(model, loaded.tokens, device, precision)
 
 
 class TrainListener:
@@ -307,17 +325,31 @@ class Trainer:
         self.save(checkpoint.LAST)
         if improved:
             self.save(checkpoint.BEST)
+        self.record_status("running")
         listener.evaluated(self.step, val_loss, improved)
+
+    def record_status(self, state: str, error: str | None = None) -> None:
+        """status.json, which `charlstm runs` reads: running (rewritten after each evaluation,
+        a heartbeat), then finished, interrupted or failed."""
+        if self.ranks.main:
+            history.write_status(self.run_dir, state, self.step, self.elapsed, error)
 
     def run(self, listener: TrainListener | None = None) -> dict[str, Any]:
         """Train until the step or time budget is spent; returns the final metrics."""
         listener = listener or TrainListener()
         listener.started(self)
+        self.record_status("running")
         try:
             with self._stop_requests():
                 self._loop(listener)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(self.save(checkpoint.LAST, stopping=True)) from None
+            path = self.save(checkpoint.LAST, stopping=True)
+            self.record_status("interrupted")
+            raise TrainingInterrupted(path) from None
+        except BaseException as e:
+            self.record_status("failed", str(e) or type(e).__name__)
+            raise
+        self.record_status("finished")
         return {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
 
     def _loop(self, listener: TrainListener) -> None:
@@ -350,7 +382,9 @@ class Trainer:
             if self.step % c.eval_every == 0 and not self.finished():
                 self.checkpoint_and_evaluate(listener, last_loss)
                 if c.sample_every and self.step % c.sample_every == 0 and self.ranks.main:
-                    listener.sampled(self.step, self.sample_text())
+                    text = self.sample_text()
+                    history.append_sample(self.run_dir, self.step, self.elapsed, text)  # for `charlstm report`
+                    listener.sampled(self.step, text)
                 clock = tick = self.clock()
                 tick_step = self.step
         self.checkpoint_and_evaluate(listener, last_loss)
