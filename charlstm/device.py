@@ -38,12 +38,26 @@ def _mps_available() -> bool:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively (so autocast speeds it up, not down)."""
+    """Whether `device` computes bf16 in hardware, so that autocast speeds it up, not down.
+
+    CPU: the AVX512-BF16 or AMX instructions. oneDNN also calls bf16 "supported" on any
+    AVX-512 CPU, where it emulates it: on such a Xeon, bf16 trained at 0.39-0.45x the
+    chars/s of fp32 (benchmarks/training_speed.py --precision fp32 bf16), so emulation
+    does not count. CUDA: compute capability 8.0 (Ampere) or later, of the device the run
+    uses: with `cuda:1`, GPU 1's, whichever GPU is current.
+    """
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        major, _ = torch.cuda.get_device_capability(device)
+        return major >= 8
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
     return False
+
+
+def _cpu_has(probe: str) -> bool:
+    """torch.cpu's instruction-set probe `probe`; False where this PyTorch lacks it."""
+    check = getattr(torch.cpu, probe, None)
+    return bool(check()) if check is not None else False
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
