@@ -389,6 +389,35 @@ def synth(
     print(f"wrote {out}: {len(text):,} characters, {len(probes):,} long-range predictions")
 
 
+@app.command(
+    epilog="Examples:\n\n  charlstm export --onnx model.onnx\n\n"
+    "  charlstm export checkpoints/corpus-20261124-101500 --html model.html\n\n"
+    "  charlstm export run/best.pt --onnx model.onnx --html model.html --force"
+)
+def export(
+    run: Annotated[
+        str | None,
+        typer.Argument(help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx", help="Write one sampling step as ONNX (pip install 'charlstm\\[onnx]').", show_default=False
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write one HTML page that samples in the browser, offline.", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace output files that exist.")] = False,
+) -> None:
+    """Hand a model to anyone: ONNX for any runtime, or one self-contained HTML page."""
+    from charlstm.export import export as export_model
+
+    for written in export_model(run, onnx, html, force):
+        print(f"wrote {written.path} ({written.bytes / 1e6:.2f} MB): {written.what}")
+
+
 corpus_app = typer.Typer(
     help="Standard corpora: list them, or fetch one with its SHA-256 checked.", no_args_is_help=True
 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from charlstm.config import flag
 from charlstm.errors import CharlstmError
 
 
@@ -37,7 +38,7 @@ class Ranks:
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.world:
             raise CharlstmError(
-                f"--batch-size {batch_size} must divide evenly among {self.world} processes; "
+                f"{flag('batch_size')} {batch_size} must divide evenly among {self.world} processes; "
                 f"use a multiple of {self.world}"
             )
 

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from charlstm import checkpoint, corpus, distributed, history, token_cache
-from charlstm.config import ModelConfig, TrainConfig
+from charlstm.config import ModelConfig, SamplingConfig, TrainConfig
 from charlstm.device import autocast, resolve_device, resolve_precision, seed_device
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM
-from charlstm.sample import SamplingConfig, default_prime, generate
+from charlstm.sample import default_prime, generate
 from charlstm.tokenizer import Vocabulary
 
 if TYPE_CHECKING:
