@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ def read_run(path: Path) -> Run:
     elif "parameters" not in config or "model" not in config:
         notes.append(f"{CONFIG} from an older charlstm: some settings unknown")
     evaluations = _evaluations(_read_lines(path / METRICS, notes))
-    samples = [s for s in _read_lines(path / SAMPLES, notes) if isinstance(s.get("text"), str) and "step" in s]
+    samples = _replayed(s for s in _read_lines(path / SAMPLES, notes) if isinstance(s.get("text"), str))
     status = _read_json(path / STATUS, notes)
     if status is not None and status.get("state") not in STATES:
         notes.append(f"{STATUS} names no known state")
@@ -216,20 +216,28 @@ def _read_lines(path: Path, notes: list[str]) -> list[dict[str, Any]]:
 
 
 def _evaluations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluation records in step order, in bits/char as well as nats.
-
-    A run killed between writing a record and its checkpoint resumes from the checkpoint
-    before, and logs those steps again: the later records replace the ones they repeat.
-    """
-    kept: list[dict[str, Any]] = []
-    for record in records:
-        if not isinstance(record.get("step"), int):
-            continue
+    """The evaluation records in step order, in bits/char as well as nats."""
+    kept = []
+    for record in _replayed(records):
         record = dict(record)
         if record.get("val_bpc") is None and isinstance(record.get("val_loss"), int | float):
             record["val_bpc"] = record["val_loss"] / LN2
         if isinstance(record.get("train_loss"), int | float):
             record["train_bpc"] = record["train_loss"] / LN2
+        kept.append(record)
+    return kept
+
+
+def _replayed(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in step order, where a record repeated after a resume replaces the earlier one.
+
+    A run killed after writing a record but before its checkpoint resumes from the checkpoint
+    before, and writes those steps again.
+    """
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        if not isinstance(record.get("step"), int):
+            continue
         while kept and kept[-1]["step"] >= record["step"]:
             kept.pop()
         kept.append(record)

@@ -49,15 +49,16 @@ def load_runs(paths: Sequence[Path], root: Path = Path("checkpoints")) -> list[h
 
 
 def write_report(paths: Sequence[Path], out: Path, root: Path = Path("checkpoints")) -> list[history.Run]:
-    """Read the runs, render the page and write it to `out` (the folder must exist)."""
+    """Read the runs, render the page and write it to `out` (the folder must exist), whole or
+    not at all: a page being rewritten while a browser reloads it is never seen half-written."""
     if not out.parent.is_dir():
         raise CharlstmError(f"cannot write {out}: there is no folder {out.parent}")
     runs = load_runs(paths, root)
     page = render_html(runs)
+    from charlstm.checkpoint import atomic_write  # one writer for every file charlstm keeps
+
     try:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(out)
+        atomic_write(out, page.encode("utf-8"))
     except OSError as e:
         raise CharlstmError(f"cannot write {out}: {e.strerror}") from None
     return runs

@@ -68,7 +68,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(tmp_path, small_corp
     trainer = start(MODEL, config(small_corpus, max_steps=60, eval_every=30, lr=1e-2), tmp_path)
     result = trainer.run()
     names = sorted(p.name for p in trainer.run_dir.iterdir())
-    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    assert names == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "status.json"]
+    assert json.loads((trainer.run_dir / "status.json").read_text())["state"] == "finished"
     metrics = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [30, 60]
     assert metrics[-1]["val_loss"] < math.log(len(trainer.data.vocabulary)) - 0.5
