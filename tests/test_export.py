@@ -11,7 +11,9 @@ precision: atol 1e-5 on the logits after a 103-character prime (measured: under 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +275,15 @@ def test_library_refuses_before_reading_the_checkpoint(tmp_path):
 def test_help_shows_the_install_line_whole(capsys):
     code, out, _ = invoke(capsys, "export", "--help")
     assert code == 0 and "charlstm[onnx]" in out and "--force" in out
+
+
+def test_exported_files_are_readable_as_any_new_file_would_be(trained_run, tmp_path, capsys):
+    """The atomic write's temporary file is owner-only (0600); a page meant for sharing gets
+    the umask's mode, as a plain new file would (0640 under umask 027)."""
+    old = os.umask(0o027)
+    try:
+        code, _, err = invoke(capsys, "export", str(trained_run), "--html", str(tmp_path / "model.html"))
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert stat.S_IMODE((tmp_path / "model.html").stat().st_mode) == 0o640
