@@ -96,6 +96,8 @@ def main() -> None:
     if args.checkpoint:
         model, vocabulary, _ = checkpoints.load_model(checkpoints.resolve(args.checkpoint))
         models = [(model, vocabulary)]
+        if args.screenshot and vocabulary.unknown(args.prime):
+            parser.error(f"--prime has characters this model never saw: {sorted(vocabulary.unknown(args.prime))}")
     else:
         models = [fresh_model(args.cell, args.layers, hidden) for hidden in args.hidden]
     with tempfile.TemporaryDirectory() as folder, open_page() as page:
