@@ -1,8 +1,18 @@
 """The recurrent cells written out, one equation a line, every gate a named tensor.
 
-These are the reference: the fused kernels of `model.py` (nn.LSTM, nn.GRU, nn.RNN) must
-agree with them, and tests hold them to it. They read PyTorch's own parameter layout, so
-one set of weights serves both paths:
+The LSTM, one step from input x and state (h, c), with σ the logistic sigmoid and ⊙ the
+elementwise product:
+
+    input_gate  = σ(W_ii x + b_ii + W_hi h + b_hi)      how much to write
+    forget_gate = σ(W_if x + b_if + W_hf h + b_hf)      how much of c to keep
+    candidate   = tanh(W_ig x + b_ig + W_hg h + b_hg)   what to write
+    output_gate = σ(W_io x + b_io + W_ho h + b_ho)      how much of c to show
+    c' = forget_gate ⊙ c + input_gate ⊙ candidate
+    h' = output_gate ⊙ tanh(c')
+
+The GRU, the IndyLSTM and the plain RNN follow, each with its equations. The cells read
+PyTorch's own parameter layout, so one set of weights serves the fused kernels that train
+(nn.LSTM, nn.GRU, nn.RNN) and these cells that sample and inspect; tests hold the two equal:
 
     LSTM      weight_ih (4H x in), weight_hh (4H x H), gate rows in the order i, f, g, o
     GRU       weight_ih (3H x in), weight_hh (3H x H), gate rows in the order r, z, n
@@ -10,64 +20,36 @@ one set of weights serves both paths:
     IndyLSTM  weight_ih (4H x in), weight_hh (4H,): one recurrent weight per unit and
               gate (Gonnet & Deselaers 2019), gate rows i, f, g, o as in the LSTM
 
-A batch-one step (sampling, inspection) is bound by reading the weight matrices, so the
-cells keep them in the layout that reads fastest: transposed and contiguous (in x gates,
-about three times faster to stream than a transposed view of PyTorch's layout), and large
-ones cut into one block of gate columns per CPU thread (`column_blocks`, `affine`), so
-that every core reads its share.
-
 Each cell splits its work in two: `project_input` (the part that depends only on the
 input, which a caller may compute for many steps at once, or look up from a table for
 the first layer) and `step` (the recurrence, one time step). `step` returns the new
-state and the gate activations, named by `gate_names`, for inspection.
+state and the gate activations, named by `gate_names`, for inspection. The matrices are
+kept in the layout a one-row product reads fastest (`fast_matmul`).
+
+`CELLS`, at the end, is the one registry of cell kinds: for each name, the fused module
+that trains it, the explicit cell and how to build it from that module's weights, and
+its gate and state names. Adding a cell means adding a class here and an entry there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from charlstm.fast_matmul import affine, column_blocks
+from charlstm.indylstm import IndyLSTM
 
 State = tuple[Tensor, ...]
 
 
-def column_blocks(weight: Tensor) -> Tensor:
-    """`weight` (out x in) kept as `affine` reads it: transposed and contiguous, and when it
-    is 4 MB or more, cut into one block of columns per CPU thread (blocks x in x out/blocks),
-    so that a one-row product uses every core. Below 4 MB the batched product's own cost
-    outweighed what a second core added (measured on 2 cores); a GPU needs no blocks."""
-    out, width_in = weight.shape
-    threads = torch.get_num_threads() if weight.device.type == "cpu" and weight.numel() >= 2**20 else 1
-    blocks = max(b for b in range(1, threads + 1) if out % b == 0)
-    if blocks == 1:
-        return weight.t().contiguous()
-    return weight.t().reshape(width_in, blocks, out // blocks).transpose(0, 1).contiguous()
-
-
-def affine(shift: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """shift + x Wᵀ, for W kept as `column_blocks`.
-
-    With one row of x the product is bound by reading W, and as one matrix product
-    PyTorch's CPU BLAS runs it on one thread; as a batched product over column blocks it
-    runs on all of them (1.6x faster for 4 MB on 2 cores, measured). Each output is still
-    one dot product of the same numbers; only the rounding of the sums may differ.
-    """
-    if weight.dim() == 2:
-        return torch.addmm(shift, x, weight)
-    blocks, _, width = weight.shape
-    shift = shift.view(-1, blocks, width).transpose(0, 1)
-    return torch.baddbmm(shift, x.expand(blocks, *x.shape), weight).transpose(0, 1).reshape(x.shape[0], -1)
-
-
 class LSTMCell:
-    """Long short-term memory (Hochreiter & Schmidhuber 1997, with a forget gate).
-
-    i = σ(W_ii x + b_ii + W_hi h + b_hi)        input gate: how much to write
-    f = σ(W_if x + b_if + W_hf h + b_hf)        forget gate: how much of c to keep
-    g = tanh(W_ig x + b_ig + W_hg h + b_hg)     candidate: what to write
-    o = σ(W_io x + b_io + W_ho h + b_ho)        output gate: how much of c to show
-    c' = f ⊙ c + i ⊙ g
-    h' = o ⊙ tanh(c')
-    """
+    """Long short-term memory (Hochreiter & Schmidhuber 1997, with a forget gate): the
+    equations at the top of this module. The pre-activations come in PyTorch's row order
+    i, f, g, o (input, forget, candidate, output)."""
 
     state_names = ("hidden", "cell")
     gate_names = ("input", "forget", "candidate", "output")
@@ -100,7 +82,9 @@ class IndyLSTMCell(LSTMCell):
     """IndyLSTM: the LSTM with a diagonal recurrence, W_h· h replaced by u_· ⊙ h.
 
     Each unit sees only its own past, so the recurrent cost is O(H) instead of O(H²) and
-    units stay independent, which makes them easy to read in inspect-gates.
+    units stay independent, which makes them easy to read in inspect-gates. No fused
+    kernel exists for it: it trains through `indylstm.IndyLSTMSequence`, this step unrolled
+    over a sequence with a hand-written backward.
     """
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor):
@@ -164,3 +148,53 @@ class RNNCell:
 
 
 Cell = LSTMCell | IndyLSTMCell | GRUCell | RNNCell
+
+PYTORCH_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # per layer, in nn.LSTM/GRU/RNN
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """One kind of cell: how it trains, how it steps, and what its quantities are called.
+
+    `fused(input_size=, hidden_size=, num_layers=, dropout=)` builds the module that runs
+    whole sequences (batch first); its layer k holds the parameters `{name}_l{k}` for each
+    name in `parameters`, in the order the explicit `cell` takes them. `forget_bias` names
+    the bias whose forget-gate rows start at 1 (None: the cell has no forget gate).
+    """
+
+    name: str
+    cell: type[Cell]
+    fused: Callable[..., nn.Module]
+    parameters: tuple[str, ...]
+    forget_bias: str | None = None
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        return self.cell.gate_names
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.cell.state_names
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """What a trace records per unit: the gates, then the state."""
+        return (*self.gate_names, *self.state_names)
+
+    def fused_module(self, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+        return self.fused(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout)
+
+    def cell_of(self, module: nn.Module, layer: int) -> Cell:
+        """The explicit cell of `layer`, reading `module`'s parameters (kept in fast_matmul's layout)."""
+        return self.cell(*(getattr(module, f"{name}_l{layer}") for name in self.parameters))
+
+
+CELLS: dict[str, CellKind] = {
+    kind.name: kind
+    for kind in (
+        CellKind("lstm", LSTMCell, partial(nn.LSTM, batch_first=True), PYTORCH_PARAMETERS, forget_bias="bias_hh"),
+        CellKind("gru", GRUCell, partial(nn.GRU, batch_first=True), PYTORCH_PARAMETERS),
+        CellKind("indylstm", IndyLSTMCell, IndyLSTM, IndyLSTM.parameter_names, forget_bias="bias"),
+        CellKind("rnn", RNNCell, partial(nn.RNN, batch_first=True), PYTORCH_PARAMETERS),
+    )
+}

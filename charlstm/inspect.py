@@ -47,8 +47,8 @@ FEATURES = (
 
 
 def quantities_of(model: CharLSTM) -> tuple[str, ...]:
-    cell = model.cells()[0]
-    return (*cell.gate_names, *cell.state_names)
+    """What a trace records per unit for this model's cell: its gates, then its state."""
+    return model.kind.quantities
 
 
 def text_features(text: str) -> Tensor:

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from charlstm.cells import GRUCell, IndyLSTMCell, LSTMCell, RNNCell, affine, column_blocks
+from charlstm.cells import CELLS, GRUCell, IndyLSTMCell, LSTMCell, RNNCell
+from charlstm.fast_matmul import affine, column_blocks
+from charlstm.indylstm import IndyLSTMSequence
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, Stepper
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -49,6 +51,30 @@ def test_fused_and_explicit_paths_agree_on_the_same_weights(cell, device):
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     assert_paths_agree(model, ids)
+
+
+def test_the_registry_knows_every_cell_and_its_cells_read_every_trained_parameter():
+    """An explicit cell built from the registry reads each parameter of its layer, so no
+    trained weight is left out of sampling and inspection; quantities are named once."""
+    assert tuple(CELLS) == CELL_TYPES
+    for name, kind in CELLS.items():
+        module = kind.fused_module(input_size=5, hidden_size=4, num_layers=2, dropout=0.0)
+        for layer in range(2):
+            own = {n for n in dict(module.named_parameters()) if n.endswith(f"_l{layer}")}
+            assert own == {f"{p}_l{layer}" for p in kind.parameters}, name
+        cell = kind.cell_of(module, 1)
+        state = tuple(torch.zeros(1, 4) for _ in kind.state_names)
+        _, gates = cell.step(cell.project_input(torch.zeros(1, 4)), state)
+        assert len(gates) == len(kind.gate_names) and kind.quantities == (*kind.gate_names, *kind.state_names)
+        assert CharLSTM(ModelConfig(vocab_size=3, cell=name, hidden=4)).state_size == len(kind.state_names)
+
+
+def test_forget_gates_start_open_where_the_cell_has_them():
+    for name, kind in CELLS.items():
+        model = CharLSTM(ModelConfig(vocab_size=3, cell=name, hidden=4, layers=2))
+        biases = [getattr(model.recurrent, f"{kind.forget_bias}_l{k}") for k in range(2)] if kind.forget_bias else []
+        assert [b[4:8].tolist() for b in biases] == [[1.0] * 4] * len(biases)
+        assert ("forget" in kind.gate_names) == bool(biases), name
 
 
 def test_lstm_cell_reads_like_its_equations():
@@ -99,8 +125,6 @@ def test_explicit_cell_gradients_match_numerical_gradients(cell):
 
 
 def test_indylstm_hand_written_backward_matches_autograd_through_the_explicit_cell():
-    from charlstm.model import IndyLSTMSequence
-
     g = torch.Generator().manual_seed(3)
     batch, steps, hidden = 3, 7, 5
     projected = torch.randn(batch, steps, 4 * hidden, generator=g, dtype=torch.float64, requires_grad=True)
