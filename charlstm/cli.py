@@ -138,8 +138,23 @@ def train(
         printer.finished(trainer.run_dir, result)
 
 
+def _sample_option(name: str, text: str, *aliases: str) -> Any:
+    """An option for sampling setting `name`: flag and default from config.SamplingConfig."""
+    from charlstm.config import SamplingConfig
+
+    return _setting_option(SamplingConfig, name, text, *aliases)
+
+
+def _redraw_limit() -> str:
+    from charlstm.config import SamplingConfig, default_text
+
+    return default_text(SamplingConfig, "redraws")
+
+
 @app.command(
     epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
+    "  charlstm sample -N 20 --stop '\\n' --seed 1\n\n"
+    "  charlstm sample -N 20 --stop '\\n' --novel 12 --json\n\n"
     "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
 )
 def sample(
@@ -150,44 +165,114 @@ def sample(
         ),
     ] = None,
     temperature: Annotated[
-        float, typer.Option("--temperature", "-t", help="0 = greedy; lower is safer, higher is wilder.")
-    ] = 0.8,
-    top_k: Annotated[int, typer.Option("--top-k", help="Sample from the k likeliest characters; 0 = off.")] = 0,
-    top_p: Annotated[
-        float, typer.Option("--top-p", help="Sample from the smallest set with this much probability; 1 = off.")
-    ] = 1.0,
-    prime: Annotated[
-        str | None, typer.Option("--prime", "-p", help="Text to continue. Default: a newline.", show_default=False)
+        float | None, _sample_option("temperature", "0 = greedy; lower is safer, higher is wilder.", "-t")
     ] = None,
+    top_k: Annotated[int | None, _sample_option("top_k", "Sample from the k likeliest characters; 0 = off.")] = None,
+    top_p: Annotated[
+        float | None, _sample_option("top_p", "Sample from the smallest set with this much probability; 1 = off.")
+    ] = None,
+    prime: Annotated[str | None, _sample_option("prime", "Text to continue; \\n, \\t, \\\\ understood.", "-p")] = None,
     prime_file: Annotated[
         Path | None, typer.Option("--prime-file", help="Read the prime text from a file.", show_default=False)
     ] = None,
-    length: Annotated[int, typer.Option("--length", "-n", help="How many new characters to write.")] = 500,
-    seed: Annotated[int | None, typer.Option("--seed", help="Make the sample repeatable.", show_default=False)] = None,
+    length: Annotated[
+        int | None, _sample_option("length", "Most new characters in a sample (all of them without --stop).", "-n")
+    ] = None,
+    num_samples: Annotated[
+        int | None, _sample_option("num_samples", "Samples drawn at once; sample k uses seed + k.", "-N")
+    ] = None,
+    stop: Annotated[
+        list[str] | None,
+        _sample_option(
+            "stop", "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
+        ),
+    ] = None,
+    min_length: Annotated[
+        int | None, _sample_option("min_length", "Characters a sample has before a stop string may end it.")
+    ] = None,
+    seed: Annotated[int | None, _sample_option("seed", "Make the samples repeatable.")] = None,
+    novel: Annotated[
+        int | None,
+        _sample_option(
+            "novel",
+            "Redraw a sample that repeats this many characters of the training corpus verbatim "
+            f"(up to {_redraw_limit()} times).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object a line per sample: text, prime, stop reason, bits/char, seed."),
+    ] = False,
 ) -> None:
-    """Stream text from a trained model, character by character."""
-    from charlstm import checkpoint as checkpoints
-    from charlstm.corpus import read_text
-    from charlstm.sample import SamplingConfig, default_prime, generate
+    """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
+    options = dict(locals())
+    import json
 
-    config = SamplingConfig(temperature, top_k, top_p)
+    from charlstm import api
+    from charlstm.config import SamplingConfig
+    from charlstm.corpus import read_text
+    from charlstm.progress import CorpusProgress
+    from charlstm.sample import default_prime, stream, unescape, unreachable_stops
+
     if prime is not None and prime_file is not None:
         raise CharlstmError("give --prime or --prime-file, not both")
-    model, vocabulary, _ = checkpoints.load_model(checkpoints.resolve(checkpoint))
-    if prime_file is not None:
-        prime = read_text(prime_file, what="prime file")
-    prime = prime if prime is not None else default_prime(vocabulary)
-    chars = generate(model, vocabulary, prime, length, config, seed)
-    out = sys.stdout
-    if out.isatty():
-        _console().print(prime, style="bold cyan", end="")
-    else:
-        out.write(prime)
-    for ch in chars:
-        out.write(ch)
+    options["prime"] = read_text(prime_file, what="prime file") if prime_file is not None else prime and unescape(prime)
+    options["stop"] = tuple(unescape(s) for s in stop or ())
+    config = SamplingConfig(**_given(SamplingConfig, options))
+    model = api.load(checkpoint)
+    for message in unreachable_stops(config, model.vocabulary):
+        print(f"charlstm: warning: {message}", file=sys.stderr)
+    if config.novel:
+        with CorpusProgress() as reading:
+            model.novelty(config.novel, reading)
+    first = config.prime if config.prime is not None else default_prime(model.vocabulary)
+    out, console = sys.stdout, _console()
+
+    def write_prime(text: str) -> None:
+        if out.isatty():
+            console.print(text, style="bold cyan", end="")
+        else:
+            out.write(text)
+
+    if config.num_samples == 1 and not config.novel and not as_json:
+        pieces = stream(model.model, model.vocabulary, config)
+        write_prime(first)
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
         out.flush()
-    out.write("\n")
-    out.flush()
+        return
+    drawn = []
+    for s in model.samples(config):
+        drawn.append(s)
+        if as_json:
+            out.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+        else:
+            if config.num_samples > 1:
+                header = f"--- sample {s.index + 1} of {config.num_samples}, seed {s.seed} ---"
+                console.print(header, style="dim") if out.isatty() else out.write(header + "\n")
+            write_prime(first if first.strip() or config.num_samples == 1 else "")
+            out.write(s.text + "\n")
+        out.flush()
+    if config.novel:
+        print(_novelty_summary(config, drawn), file=sys.stderr)
+
+
+def _novelty_summary(config: Any, drawn: list) -> str:
+    """One line: how many samples --novel redrew, and which still repeat the corpus."""
+    redrawn = [s for s in drawn if s.redraws]
+    still = sorted(s.index + 1 for s in drawn if s.novel is False)
+    line = (
+        f"--novel {config.novel}: {len(redrawn)} of {len(drawn)} samples redrawn "
+        f"({sum(s.redraws for s in drawn)} redraws in all); "
+    )
+    if not still:
+        return line + f"none repeats {config.novel} characters of the training corpus"
+    return line + (
+        f"{len(still)} still repeat{'s' if len(still) == 1 else ''} the corpus after {config.redraws} redraws "
+        f"(sample{'s' if len(still) > 1 else ''} {', '.join(map(str, still))})"
+    )
 
 
 @app.command(

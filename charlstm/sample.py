@@ -22,6 +22,7 @@ import math
 import secrets
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -29,6 +30,9 @@ from torch import Tensor
 from charlstm.config import SamplingConfig
 from charlstm.model import CharLSTM, Stepper
 from charlstm.tokenizer import Vocabulary, describe_chars
+
+if TYPE_CHECKING:
+    from charlstm.novelty import Novelty
 
 __all__ = [
     "Row",
@@ -197,7 +201,7 @@ class Row:
         same settings; the random stream goes on where it was."""
         self.config = config or self.config
         self.chars: list[str] = []
-        self.bits: list[float] = []
+        self.nats: list[float] = []
         self.emitted = 0
         self.stop: str | None = None
         self.tail = ""
@@ -210,10 +214,11 @@ class Row:
         self.redraws += 1
         self.restart()
 
-    def add(self, ch: str, bits: float) -> None:
-        """One drawn character; the row is done when it ends a stop string or fills its length."""
+    def add(self, ch: str, nats: float) -> None:
+        """One drawn character and its -ln p under the model; the row is done when it ends a
+        stop string or fills its length."""
         self.chars.append(ch)
-        self.bits.append(bits)
+        self.nats.append(nats)
         if self.longest_stop:
             self.tail = (self.tail + ch)[-self.longest_stop :]
             if self.tail.endswith(self.config.stop):
@@ -253,7 +258,7 @@ class Row:
             prime=prime,
             stop_reason="stop" if self.stop else "length",
             stop=self.stop,
-            bits_per_char=sum(self.bits[:kept]) / kept if kept else None,
+            bits_per_char=sum(self.nats[:kept]) / kept / math.log(2) if kept else None,
             seed=self.seed,
             index=index,
             redraws=self.redraws,
@@ -266,8 +271,7 @@ class Streams:
     product per layer.
 
         streams = Streams(model, vocabulary)
-        for k, seed in enumerate(seeds(config)):
-            streams.add(streams.row(config, seed, key=k))
+        streams.extend([streams.row(config, seed, key=k) for k, seed in enumerate(seeds(config))])
         while streams:
             for row in streams.step():      # the rows that finished, taken out
                 print(row.key, row.text)
@@ -312,17 +316,23 @@ class Streams:
         """Let `row` draw with the others from the next step on, after reading `text`."""
         if text:
             row.state, row.logits = self.read((row.state, row.logits), text)
-        if row.done:
-            self.finished.append(row)
+        self.extend([row])
+
+    def extend(self, rows: list[Row]) -> None:
+        """Let all `rows` draw with the others from the next step on (one copy of the batch)."""
+        self.finished += [row for row in rows if row.done]
+        rows = [row for row in rows if not row.done]
+        if not rows:
             return
-        parts = [(self.state, self.logits, self.races, self.cursor)] if self.rows else []
-        parts.append((row.state, row.logits, row.races[None], torch.tensor([row.cursor])))
+        everyone = [*self.rows, *rows]
+        batch = [(self.state, self.logits, self.races, self.cursor)] if self.rows else []
+        parts = batch + [(row.state, row.logits, row.races[None], torch.tensor([row.cursor])) for row in rows]
         self.state = [
             tuple(torch.cat([p[0][k][i] for p in parts]) for i in range(self.stepper.state_size))
             for k in range(self.stepper.config.layers)
         ]
         self.logits, self.races, self.cursor = (torch.cat([p[j] for p in parts]) for j in (1, 2, 3))
-        self._rows([*self.rows, row])
+        self._rows(everyone)
 
     def take(self, row: Row) -> Row:
         """Take `row` out of the batch; its state, random stream and text go with it."""
@@ -336,7 +346,7 @@ class Streams:
         if self.rows:
             races = self.races[self.arange, self.cursor].to(self.device)
             ids = next_ids(self.logits, races, self.rules)
-            bits = torch.log_softmax(self.logits.float(), dim=1).gather(1, ids[:, None]) / -math.log(2)
+            nats = torch.log_softmax(self.logits.float(), dim=1).gather(1, ids[:, None]).neg_()
             self.cursor += 1
             self.countdown -= 1
             if self.countdown == 0:
@@ -344,8 +354,8 @@ class Streams:
             with torch.inference_mode():
                 self.logits, self.state, _ = self.stepper.step(ids, self.state)
             chars = self.vocabulary.chars
-            for row, i, b in zip(self.rows, ids.tolist(), bits.view(-1).tolist(), strict=True):
-                row.add(chars[i], b)
+            for row, i, n in zip(self.rows, ids.tolist(), nats.view(-1).tolist(), strict=True):
+                row.add(chars[i], n)
             done = [i for i, row in enumerate(self.rows) if row.done]
             for i in done:
                 self._park(i)
@@ -429,14 +439,15 @@ def generate(
     return (ch for piece in pieces for ch in piece)
 
 
-def draw_samples(model: CharLSTM, vocabulary: Vocabulary, config: SamplingConfig, novelty=None) -> Iterator[Sample]:
+def draw_samples(
+    model: CharLSTM, vocabulary: Vocabulary, config: SamplingConfig, novelty: Novelty | None = None
+) -> Iterator[Sample]:
     """Every sample `config` asks for, each yielded as it finishes (sample k seeded with
     seed + k). With `novelty` (a `novelty.Novelty`), samples that repeat a stretch of the
     corpus are drawn again, up to `config.redraws` times each, and yielded once checked."""
     prime = check(config, vocabulary)
     streams = Streams(model, vocabulary)
-    for k, seed in enumerate(seeds(config)):
-        streams.add(streams.row(config, seed, key=k))
+    streams.extend([streams.row(config, seed, key=k) for k, seed in enumerate(seeds(config))])
     checking: list[Row] = []
     while streams or streams.finished:
         for row in streams.step():
@@ -447,10 +458,12 @@ def draw_samples(model: CharLSTM, vocabulary: Vocabulary, config: SamplingConfig
         if streams or not checking:
             continue
         copies = novelty.copies([row.text for row in checking])
+        again = []
         for row, copied in zip(checking, copies, strict=True):
             if copied is not None and row.redraws < config.redraws:
                 row.redraw()
-                streams.add(row)
+                again.append(row)
             else:
                 yield row.sample(prime, row.key, novel=copied is None)
+        streams.extend(again)
         checking = []
