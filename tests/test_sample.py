@@ -1,4 +1,10 @@
+import json
 import math
+import os
+import pty
+import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -22,6 +28,7 @@ from charlstm.sample import (
     unreachable_stops,
 )
 from charlstm.tokenizer import Vocabulary
+from tests.helpers import invoke
 
 LOGITS = torch.tensor([0.1, 3.0, 2.5, -1.0, 0.0])
 
@@ -346,3 +353,108 @@ def test_any_prime_either_samples_or_is_refused_clearly(prime, length):
     else:
         text = "".join(generate(model, vocabulary, prime, length, SamplingConfig(), seed=0))
         assert len(text) == length and set(text) <= set(vocabulary.chars)
+
+
+# The command line: `charlstm sample` on a run trained for a few steps (conftest's trained_run).
+
+JSON_KEYS = {"sample", "text", "prime", "characters", "stop_reason", "stop", "bits_per_char", "seed", "novel"}
+JSON_KEYS |= {"redraws"}
+
+
+def sample_json(capsys, run, *args: str) -> tuple[list[dict], str]:
+    code, out, err = invoke(capsys, "sample", "-c", str(run), "--json", *args)
+    assert code == 0, err
+    return sorted((json.loads(line) for line in out.splitlines()), key=lambda s: s["sample"]), err
+
+
+def test_many_samples_as_json_lines(capsys, trained_run):
+    samples, _ = sample_json(capsys, trained_run, "-N", "6", "--seed", "7", "-n", "40", "--stop", "\\n", "-p", "\\n")
+    assert [s["sample"] for s in samples] == list(range(6)) and [s["seed"] for s in samples] == list(range(7, 13))
+    for s in samples:
+        assert set(s) == JSON_KEYS and s["prime"] == "\n" and "\n" not in s["text"]
+        assert s["characters"] == len(s["text"]) and s["bits_per_char"] > 0
+        assert s["novel"] is None and s["redraws"] == 0
+        if s["stop_reason"] == "stop":
+            assert s["stop"] == "\n" and s["characters"] < 40
+        else:
+            assert s["stop_reason"] == "length" and s["stop"] is None and s["characters"] == 40
+    again, _ = sample_json(capsys, trained_run, "-N", "6", "--seed", "7", "-n", "40", "--stop", "\\n", "-p", "\\n")
+    assert again == samples
+
+
+def test_piped_samples_are_printed_whole_under_a_numbered_line(capsys, trained_run):
+    code, out, _ = invoke(capsys, "sample", "-c", str(trained_run), "-N", "3", "-n", "30", "-p", "The", "--seed", "1")
+    assert code == 0
+    first, *parts = re.split(r"--- sample (\d) of 3, seed (\d+) ---\n", out)
+    blocks = sorted(zip(parts[0::3], parts[1::3], parts[2::3], strict=True))
+    assert first == "" and [b[:2] for b in blocks] == [("1", "1"), ("2", "2"), ("3", "3")]
+    samples, _ = sample_json(capsys, trained_run, "-N", "3", "-n", "30", "-p", "The", "--seed", "1")
+    assert [block for _, _, block in blocks] == ["The" + s["text"] + "\n" for s in samples]
+
+
+def test_many_samples_on_a_terminal(trained_run, tmp_path):
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlstm", "sample", "-c", str(trained_run), "-N", "3", "-n", "20", "-p", "ROMEO:"],
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"},
+    )
+    os.close(terminal)
+    shown = bytearray()
+    while chunk := _read(controller):
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
+    assert all(f"sample {k} of 3" in text for k in (1, 2, 3)) and text.count("ROMEO:") == 3
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal closed with the process
+        return b""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-N", "0"], "--num-samples must be at least 1, got 0"),
+        (["--stop", ""], "--stop needs text"),
+        (["--novel", "0"], "--novel is the length of a copied stretch and must be at least 1"),
+        (["--min-length", "50", "-n", "10"], "--min-length 50 is above --length 10"),
+    ],
+)
+def test_bad_sample_options_are_one_line(capsys, trained_run, args, message):
+    code, out, err = invoke(capsys, "sample", "-c", str(trained_run), *args)
+    assert code == 1 and out == "" and err == f"charlstm: error: {err.split('error: ', 1)[1]}"
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_stop_string_the_model_never_saw_is_a_warning_and_the_sample_goes_on(capsys, trained_run):
+    code, out, err = invoke(capsys, "sample", "-c", str(trained_run), "--stop", "Ω", "-n", "10", "-p", "a")
+    assert code == 0 and len(out) == len("a") + 10 + 1
+    warning = "--stop 'Ω' has characters the model never saw ('Ω'), so it can never end a sample"
+    assert err == f"charlstm: warning: {warning}\n"
+
+
+def test_novel_redraws_copies_of_the_training_corpus(capsys, trained_run):
+    """Every character of a sample is in the corpus, so with --novel 1 every sample is a copy
+    for certain; no 300-character stretch can be, in 50 characters."""
+    samples, err = sample_json(capsys, trained_run, "--novel", "1", "-N", "2", "-n", "5", "--seed", "0")
+    assert [(s["novel"], s["redraws"]) for s in samples] == [(False, 10), (False, 10)]
+    assert "--novel 1: 2 of 2 samples redrawn (20 redraws in all); 2 still repeat the corpus after 10 redraws" in err
+    samples, err = sample_json(capsys, trained_run, "--novel", "300", "-N", "2", "-n", "50", "--seed", "0")
+    assert [(s["novel"], s["redraws"]) for s in samples] == [(True, 0), (True, 0)]
+    assert "none repeats 300 characters of the training corpus" in err
+
+
+def test_novel_on_a_run_whose_corpus_is_gone_is_one_line(capsys, trained_run, tmp_path):
+    payload = torch.load(trained_run / "best.pt", weights_only=True)
+    payload["train_config"]["corpus"] = str(tmp_path / "moved-away.txt")
+    torch.save(payload, tmp_path / "best.pt")
+    code, out, err = invoke(capsys, "sample", "-c", str(tmp_path / "best.pt"), "--novel", "12")
+    assert code == 1 and out == ""
+    assert err.startswith("charlstm: error: --novel needs the run's training corpus to compare with: corpus ")
+    assert "moved-away.txt does not exist" in err and err.count("\n") == 1
