@@ -222,9 +222,10 @@ class Row:
         if self.longest_stop:
             self.tail = (self.tail + ch)[-self.longest_stop :]
             if self.tail.endswith(self.config.stop):
-                stop = next(s for s in self.config.stop if self.tail.endswith(s))
-                if len(self.chars) - len(stop) >= self.config.min_length:
-                    self.stop, self.done = stop, True
+                ending = [s for s in self.config.stop if self.tail.endswith(s)]
+                counted = [s for s in ending if len(self.chars) - len(s) >= self.config.min_length]
+                if counted:
+                    self.stop, self.done = max(counted, key=len), True
         if len(self.chars) >= self.config.length:
             self.done = True
 

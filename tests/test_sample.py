@@ -250,6 +250,13 @@ def test_min_length_draws_past_an_early_stop():
     assert row.done and row.text == "axb"
 
 
+def test_a_stop_string_counts_once_min_length_characters_precede_it():
+    row = row_for(SamplingConfig(length=50, stop=("ab", "b"), min_length=2))
+    for ch in "xab":
+        row.add(ch, 1.0)
+    assert row.done and row.stop == "b" and row.text == "xa"
+
+
 def test_length_caps_a_sample_that_never_stops():
     row = row_for(SamplingConfig(length=3, stop="z"))
     for ch in "abc":
