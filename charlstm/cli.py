@@ -309,29 +309,18 @@ def evaluate(
         )
 
 
-def _passage(payload: dict, model, vocabulary, length: int, seed: int) -> tuple[str, str]:
-    """A validation excerpt when the run's corpus is at hand, else a passage the model writes."""
-    from charlstm.sample import SamplingConfig, default_prime, generate
-    from charlstm.train import TrainConfig, load_data
+def _inspect_option(name: str, text: str, *aliases: str) -> Any:
+    """An option for inspection setting `name`: flag and default from config.InspectConfig."""
+    from charlstm.config import InspectConfig
 
-    train_config = payload.get("train_config")
-    if train_config is not None:
-        try:
-            data = load_data(TrainConfig(**train_config), vocabulary)
-            excerpt = vocabulary.decode(data.val[:length])
-            if len(excerpt) >= min(length, 200):
-                return excerpt, f"validation excerpt of {train_config['corpus'] or 'the default corpus'}"
-        except (CharlstmError, TypeError):
-            pass
-    prime = default_prime(vocabulary)
-    text = prime + "".join(generate(model, vocabulary, prime, length - len(prime), SamplingConfig(0.8), seed))
-    return text, "a passage the model wrote (temperature 0.8)"
+    return _setting_option(InspectConfig, name, text, *aliases)
 
 
 @app.command(
     "inspect-gates",
     epilog="Examples:\n\n  charlstm inspect-gates\n\n"
     "  charlstm inspect-gates --gate forget --layer 1 --unit 3 --unit 17\n\n"
+    "  charlstm inspect-gates --view surprise --file speech.txt\n\n"
     "  charlstm inspect-gates --file speech.txt --html report.html --json trace.json",
 )
 def inspect_gates(
@@ -341,14 +330,13 @@ def inspect_gates(
     ] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text to replay.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Replay this file.", show_default=False)] = None,
+    view: Annotated[
+        str,
+        typer.Option("--view", help="gates: colour by chosen units; surprise: by the model's surprise, in bits."),
+    ] = "gates",
     gate: Annotated[
         str | None,
-        typer.Option(
-            "--gate",
-            help="input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden). "
-            "\\[default: cell]",
-            show_default=False,
-        ),
+        _inspect_option("gate", "input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden)."),
     ] = None,
     layer: Annotated[
         int | None, typer.Option("--layer", help="Layer to show. Default: the strongest unit's.", show_default=False)
@@ -357,98 +345,36 @@ def inspect_gates(
         list[int] | None,
         typer.Option("--unit", help="Unit to show; repeat for more. Default: the 3 that best track a text feature."),
     ] = None,
-    length: Annotated[int, typer.Option("--length", "-n", help="Characters of the default passage.")] = 600,
-    show: Annotated[int, typer.Option("--show", help="Characters kept for views and exports; 0 = all.")] = 2000,
+    length: Annotated[int | None, _inspect_option("length", "Characters of the default passage.", "-n")] = None,
+    show: Annotated[int | None, _inspect_option("show", "Characters kept for views and exports; 0 = all.")] = None,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
     html_path: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Export the raw trace as JSON.")] = None,
     npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the default generated passage.")] = 0,
+    seed: Annotated[int | None, _inspect_option("seed", "Seed for the default generated passage.")] = None,
 ) -> None:
-    """Colour text by what chosen gates and units do; saturation stats and a unit finder."""
-    from rich.table import Table
+    """Colour text by what chosen gates and units do, or by how surprised the model was;
+    saturation stats, a unit finder, and the model's top guesses for each character."""
+    from charlstm import inspect, inspect_render
+    from charlstm.config import InspectConfig
 
-    from charlstm import checkpoint as checkpoints
-    from charlstm import inspect
-    from charlstm.corpus import read_text
-
-    if sum(x is not None for x in (text, file)) > 1:
-        raise CharlstmError("give --text or --file, not both")
-    if length < 1 or show < 0:
-        raise CharlstmError("--length must be >= 1 and --show >= 0")
-    if npz_path is not None:
-        inspect.numpy_for_npz()
-    for path in (html_path, json_path, npz_path):
-        if path is not None and not path.parent.is_dir():
-            raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
-    model, vocabulary, payload = checkpoints.load_model(checkpoints.resolve(checkpoint))
-    source = "--text"
-    if file is not None:
-        text, source = read_text(file, what="text file"), str(file)
-    if text is None:
-        text, source = _passage(payload, model, vocabulary, length, seed)
-    if skip_unknown:
-        text = vocabulary.known(text)
-    exporting = json_path is not None or npz_path is not None
-    inspection = inspect.inspect_text(model, vocabulary, text, keep=None if exporting or show == 0 else show)
-    quantity = gate or ("cell" if "cell" in inspection.quantities else "hidden")
-    inspection.quantity_index(quantity)
-    if layer is not None and not 0 <= layer < model.config.layers:
-        raise CharlstmError(f"--layer must be in 0..{model.config.layers - 1}, got {layer}")
-    if unit:
-        bad = [u for u in unit if not 0 <= u < model.config.hidden]
-        if bad:
-            raise CharlstmError(f"--unit must be in 0..{model.config.hidden - 1}, got {bad[0]}")
-        units = unit
-        layer = layer if layer is not None else 0
-    else:
-        if layer is None:
-            layer = inspection.strongest_units(quantity, n=1)[0].layer
-        units = [f.unit for f in inspection.strongest_units(quantity, layer)]
+    config = InspectConfig(**_given(InspectConfig, locals()))
+    inspect_render.check_view(view)
+    outputs = inspect_render.Outputs(html_path, json_path, npz_path)
+    outputs.check()
+    report = inspect.inspect_gates(checkpoint, config, text, file, layer, unit, skip_unknown, outputs.exporting)
     console = _console()
     if sys.stdout.isatty():
-        console.print(source, style="bold", end="")
-        console.print(f", {len(text)} characters; {model.config.cell} {quantity}")
-        console.print(inspect.render_terminal(inspection, layer, quantity, units))
+        for part in inspect_render.terminal(report, view):
+            console.print(part)
     else:
-        sys.stdout.write(inspect.render_plain(inspection, layer, quantity, units))
+        sys.stdout.write(inspect_render.plain(report, view))
         sys.stdout.flush()
-    stats_console = console if sys.stdout.isatty() else _console(stderr=True)
-    rows = inspect.saturation_rows(inspection)
-    if rows:
-        table = Table(title=f"Gate saturation over {inspection.statistics.steps} characters (< 0.1 left, > 0.9 right)")
-        for column in ("layer", "gate", "mean left", "mean right", "units mostly left", "units mostly right"):
-            table.add_column(column, justify="right")
-        for r in rows:
-            table.add_row(
-                str(r["layer"]),
-                r["gate"],
-                f"{r['left_saturated']:.3f}",
-                f"{r['right_saturated']:.3f}",
-                f"{r['units_mostly_left']}/{r['units']}",
-                f"{r['units_mostly_right']}/{r['units']}",
-            )
-        stats_console.print(table)
-    finder = Table(title="Unit finder: the unit that best tracks each feature (Pearson r)")
-    for column in ("feature", "layer", "quantity", "unit", "r"):
-        finder.add_column(column, justify="right")
-    for f in inspection.best_per_feature():
-        finder.add_row(f.feature, str(f.layer), f.quantity, str(f.unit), f"{f.r:+.3f}")
-    stats_console.print(finder)
-    html = partial(inspect.render_html, inspection, layer, quantity, units, f"charlstm inspect-gates: {source}")
-    exports = [
-        (html_path, lambda path: path.write_text(html(), encoding="utf-8")),
-        (json_path, lambda path: inspect.export_json(inspection, path)),
-        (npz_path, lambda path: inspect.export_npz(inspection, path)),
-    ]
-    for path, write in exports:
-        if path is None:
-            continue
-        try:
-            write(path)
-        except OSError as e:
-            raise CharlstmError(f"cannot write {path}: {e.strerror}") from None
-        stats_console.print(f"wrote {path}")
+    beside = console if sys.stdout.isatty() else _console(stderr=True)
+    for table in inspect_render.tables(report, view):
+        beside.print(table)
+    for path in outputs.write(report, f"charlstm inspect-gates: {report.source}"):
+        beside.print(f"wrote {path}")
 
 
 @app.command(

@@ -1,36 +1,43 @@
-"""What the gates do: traces, saturation statistics, a unit finder, and three views.
+"""What the gates do, and what the model expected: traces, statistics, a unit finder.
 
 A trace replays a trained model's exact weights through the explicit cells of
 `cells.py`, one character at a time, and records every gate and state of every unit:
 values[step, layer, quantity, unit], where the quantities are the cell's gate names
 followed by its state names (for an LSTM: input, forget, candidate, output, hidden,
-cell; for a GRU: reset, update, new, hidden; for a plain RNN: hidden).
+cell; for a GRU: reset, update, new, hidden; for a plain RNN: hidden). The same replay
+gives the model's prediction before each character: the probability it gave the
+character that came, its surprise in bits, and its top guesses (`Expectations`).
 
 Long texts stream: statistics are accumulated chunk by chunk and only a bounded window
 of raw values is kept (all of it only when the caller asks to export it), so 100k
 characters need no more memory than 2k.
 
-Views: `render_terminal` (a rich Text, one coloured row per unit), `render_plain`
-(tab-separated values for pipes), `render_html` (one self-contained file), and
-`export_json` / `export_npz` for notebooks.
+`gate_report` (and `inspect_gates`, which also loads the checkpoint and picks the passage)
+is what `charlstm inspect-gates` shows: the trace, the layer, quantity and units chosen,
+and the table rows. Drawing it is `inspect_render`'s job.
 """
 
 from __future__ import annotations
 
-import html
-import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from charlstm import checkpoint
+from charlstm.config import InspectConfig, SamplingConfig, TrainConfig, flag
+from charlstm.corpus import read_text
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, Stepper
 from charlstm.tokenizer import Vocabulary
 
 CHUNK = 1024
+TOP_GUESSES = 5
+PASSAGE_TEMPERATURE = 0.8  # the default passage, when the run's corpus is not at hand
+DEFAULTS = InspectConfig()
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
 LOW, HIGH = 0.1, 0.9
 FEATURES = (
@@ -74,8 +81,9 @@ def text_features(text: str) -> Tensor:
     return torch.tensor(rows, dtype=torch.float64).reshape(len(text), len(FEATURES))
 
 
-def replay(model: CharLSTM, vocabulary: Vocabulary, text: str, chunk: int = CHUNK) -> Iterator[Tensor]:
-    """Chunks of values (steps, layers, quantities, units), in float32, over the whole text."""
+def replay(model: CharLSTM, vocabulary: Vocabulary, text: str, chunk: int = CHUNK) -> Iterator[tuple[Tensor, Tensor]]:
+    """Chunks over the whole text: values (steps, layers, quantities, units) in float32,
+    and the logits after each character (steps, vocabulary): the model's guess at the next."""
     stepper = Stepper(model)
     state = stepper.initial_state()
     ids = vocabulary.encode(text).long()
@@ -85,11 +93,12 @@ def replay(model: CharLSTM, vocabulary: Vocabulary, text: str, chunk: int = CHUN
         for start in range(0, len(ids), chunk):
             block = ids[start : start + chunk]
             values = torch.empty(len(block), layers, n_quantities, units)
+            logits = torch.empty(len(block), len(vocabulary))
             for t in range(len(block)):
-                _, state, gates = stepper.step(block[t : t + 1], state)
+                logits[t], state, gates = stepper.step(block[t : t + 1], state)
                 for k in range(layers):
                     values[t, k] = torch.cat([*gates[k], *state[k]])
-            yield values
+            yield values, logits
 
 
 @dataclass
@@ -161,6 +170,71 @@ class Finding:
 
 
 @dataclass
+class Expectations:
+    """What the model expected at each character of `text`, having read the ones before it.
+
+    bits[t] = -log2 p(text[t] | text[:t]), the surprise; guess_ids[t] and guess_probabilities[t]
+    are its `TOP_GUESSES` likeliest characters for position t, likeliest first (ids into
+    `alphabet`). Position 0 is context, not predicted: its bits are NaN, its guesses -1 and NaN.
+    `total_bits` and `scored` cover the whole text replayed, which may run past `text`.
+    """
+
+    text: str
+    alphabet: str
+    bits: Tensor
+    guess_ids: Tensor
+    guess_probabilities: Tensor
+    total_bits: float
+    scored: int
+
+    @property
+    def probability(self) -> Tensor:
+        """p(text[t] | text[:t]) for each position (NaN at 0)."""
+        return torch.exp2(-self.bits)
+
+    @property
+    def bits_per_char(self) -> float:
+        """Mean surprise over every scored character of the replayed text (`charlstm eval`'s figure)."""
+        return self.total_bits / self.scored if self.scored else math.nan
+
+    def guesses(self, t: int) -> list[tuple[str, float]]:
+        """The likeliest characters for position t, with their probabilities; none at 0."""
+        pairs = zip(self.guess_ids[t].tolist(), self.guess_probabilities[t].tolist(), strict=True)
+        return [(self.alphabet[i], p) for i, p in pairs if i >= 0]
+
+
+class _Expecting:
+    """Collects `Expectations` chunk by chunk: every character's bits count towards the
+    total, only the first `keep` characters are kept."""
+
+    def __init__(self, ids: Tensor, keep: int, top: int):
+        self.ids, self.keep, self.top = ids, keep, top
+        self.bits = torch.full((keep,), math.nan)
+        self.guess_ids = torch.full((keep, top), -1, dtype=torch.long)
+        self.guess_probabilities = torch.full((keep, top), math.nan)
+        self.total_bits = 0.0
+
+    def add(self, start: int, logits: Tensor) -> None:
+        """`logits` after the characters at start, start+1, ...: predictions for the ones after them."""
+        targets = self.ids[start + 1 : start + 1 + len(logits)]
+        log_probs = torch.log_softmax(logits[: len(targets)].float(), dim=1)
+        bits = -log_probs.gather(1, targets[:, None]).squeeze(1) / math.log(2)
+        self.total_bits += float(bits.double().sum())
+        kept = slice(start + 1, min(start + 1 + len(targets), self.keep))
+        n = max(kept.stop - kept.start, 0)
+        if n:
+            self.bits[kept] = bits[:n]
+            probabilities, ids = log_probs[:n].exp().topk(self.top, dim=1)
+            self.guess_ids[kept], self.guess_probabilities[kept] = ids, probabilities
+
+    def result(self, text: str, alphabet: str) -> Expectations:
+        scored = max(len(self.ids) - 1, 0)
+        return Expectations(
+            text[: self.keep], alphabet, self.bits, self.guess_ids, self.guess_probabilities, self.total_bits, scored
+        )
+
+
+@dataclass
 class Inspection:
     """The result of replaying a text: kept raw values plus statistics over all of it."""
 
@@ -169,6 +243,7 @@ class Inspection:
     quantities: tuple[str, ...]
     values: Tensor
     statistics: Statistics
+    expected: Expectations | None = None
 
     @property
     def kept_text(self) -> str:
@@ -215,217 +290,163 @@ class Inspection:
 
 
 def inspect_text(model: CharLSTM, vocabulary: Vocabulary, text: str, keep: int | None = 2000) -> Inspection:
-    """Replay `text`; keep raw values for the first `keep` characters (None: all)."""
+    """Replay `text`; keep raw values and expectations for the first `keep` characters (None: all)."""
     if not text:
         raise CharlstmError("there is no text to inspect")
     vocabulary.check(text, "the text to inspect")
     quantities = quantities_of(model)
     statistics = Statistics(quantities, model.config.layers, model.config.hidden)
     features = text_features(text)
+    limit = len(text) if keep is None else min(keep, len(text))
+    expecting = _Expecting(vocabulary.encode(text).long(), limit, min(TOP_GUESSES, len(vocabulary)))
     kept: list[Tensor] = []
     kept_steps = 0
-    limit = len(text) if keep is None else min(keep, len(text))
     position = 0
-    for values in replay(model, vocabulary, text):
+    for values, logits in replay(model, vocabulary, text):
         statistics.add(values, features[position : position + len(values)])
+        expecting.add(position, logits)
         position += len(values)
         if kept_steps < limit:
             kept.append(values[: limit - kept_steps].clone())
             kept_steps += len(kept[-1])
-    return Inspection(text, model.config.cell, quantities, torch.cat(kept), statistics)
+    expected = expecting.result(text, vocabulary.chars)
+    return Inspection(text, model.config.cell, quantities, torch.cat(kept), statistics, expected)
 
 
-def display_value(quantity: str, values: Tensor) -> Tensor:
-    """One unit's values over time mapped to [-1, 1] for colour.
-
-    Gates map [0, 1] linearly. The cell state is unbounded, and a counting cell drifts to
-    magnitudes where tanh shows one flat colour, so it is divided by its largest magnitude
-    in the window instead: its shape over the text is what a reader looks for.
-    """
-    if quantity in SIGMOID_GATES:
-        return values * 2 - 1
-    if quantity == "cell":
-        return values / values.abs().max().clamp_min(1e-6)
-    return values.clamp(-1, 1)
+def expectations(model: CharLSTM, vocabulary: Vocabulary, text: str) -> Expectations:
+    """What the model expected at every character of `text`: bits and top guesses (see `Expectations`)."""
+    expected = inspect_text(model, vocabulary, text, keep=None).expected
+    assert expected is not None
+    return expected
 
 
-def colour(v: float) -> tuple[int, int, int]:
-    """A diverging blue (-1) -> white (0) -> red (+1) scale, as in Karpathy et al. 2015,
-    kept light enough at the ends for black text to stay readable."""
-    v = max(-1.0, min(1.0, v)) * 0.75
-    fade = round(255 * (1 - abs(v)))
-    return (255, fade, fade) if v >= 0 else (fade, fade, 255)
+@dataclass(frozen=True)
+class SaturationRow:
+    """One (layer, sigmoid gate): the mean fraction of time its units are left-saturated
+    (< LOW) and right-saturated (> HIGH), and how many units are so more than half the time."""
+
+    layer: int
+    gate: str
+    left: float
+    right: float
+    mostly_left: int
+    mostly_right: int
+    units: int
 
 
-def _shown(ch: str) -> str:
-    return {"\n": "↵\n", "\t": "→", " ": " "}.get(ch, ch if ch.isprintable() else "·")
-
-
-def render_terminal(inspection: Inspection, layer: int, quantity: str, units: list[int]):
-    """A rich Text: for each unit, the text with each character's background coloured."""
-    from rich.text import Text
-
-    q = inspection.quantity_index(quantity)
-    out = Text()
-    for unit in units:
-        shown = display_value(quantity, inspection.values[:, layer, q, unit])
-        out.append(f"layer {layer} unit {unit} ({quantity})\n", style="bold")
-        for ch, v in zip(inspection.kept_text, shown.tolist(), strict=True):
-            r, g, b = colour(v)
-            out.append(_shown(ch), style=f"black on rgb({r},{g},{b})")
-        out.append("\n\n")
-    out.append("legend: ", style="bold")
-    for v, label in ((-1.0, " -1 (0 for gates) "), (0.0, " 0 (0.5) "), (1.0, " +1 (1) ")):
-        r, g, b = colour(v)
-        out.append(label, style=f"black on rgb({r},{g},{b})")
-    out.append("\n")
-    return out
-
-
-def render_plain(inspection: Inspection, layer: int, quantity: str, units: list[int]) -> str:
-    """Tab-separated: position, character, one column per unit; for pipes and scripts."""
-    q = inspection.quantity_index(quantity)
-    header = "\t".join(["pos", "char", *(f"L{layer}.{quantity}.{u}" for u in units)])
-    lines = [header]
-    columns = inspection.values[:, layer, q, units].tolist()
-    for t, (ch, row) in enumerate(zip(inspection.kept_text, columns, strict=True)):
-        lines.append("\t".join([str(t), json.dumps(ch)[1:-1], *(f"{v:.4f}" for v in row)]))
-    return "\n".join(lines) + "\n"
-
-
-def saturation_rows(inspection: Inspection) -> list[dict]:
+def saturation_rows(inspection: Inspection) -> list[SaturationRow]:
     rows = []
     for (layer, gate), (low, high) in inspection.statistics.saturation().items():
-        rows.append(
-            {
-                "layer": layer,
-                "gate": gate,
-                "left_saturated": round(float(low.mean()), 4),
-                "right_saturated": round(float(high.mean()), 4),
-                "units_mostly_left": int((low > 0.5).sum()),
-                "units_mostly_right": int((high > 0.5).sum()),
-                "units": len(low),
-            }
-        )
+        left, right = float(low.mean()), float(high.mean())
+        rows.append(SaturationRow(layer, gate, left, right, int((low > 0.5).sum()), int((high > 0.5).sum()), len(low)))
     return rows
 
 
-def export_json(inspection: Inspection, path: Path) -> None:
-    payload = {
-        "text": inspection.kept_text,
-        "cell": inspection.cell,
-        "quantities": list(inspection.quantities),
-        "shape": ["step", "layer", "quantity", "unit"],
-        "values": inspection.values.tolist(),
-    }
-    path.write_text(json.dumps(payload))
+def default_passage(payload: dict, model: CharLSTM, vocabulary: Vocabulary, length: int, seed: int) -> tuple[str, str]:
+    """A validation excerpt of `length` characters when the run's corpus is at hand (so the
+    text is one the model did not train on), else a passage the model writes; and what it is."""
+    from charlstm.sample import default_prime, generate
+    from charlstm.train import load_data
+
+    train_config = payload.get("train_config")
+    if train_config is not None:
+        try:
+            data = load_data(TrainConfig(**train_config), vocabulary)
+            excerpt = vocabulary.decode(data.val[:length])
+            if len(excerpt) >= min(length, 200):
+                return excerpt, f"validation excerpt of {train_config['corpus'] or 'the default corpus'}"
+        except (CharlstmError, TypeError):
+            pass
+    prime = default_prime(vocabulary)
+    config = SamplingConfig(PASSAGE_TEMPERATURE)
+    text = prime + "".join(generate(model, vocabulary, prime, length - len(prime), config, seed))
+    return text, f"a passage the model wrote (temperature {PASSAGE_TEMPERATURE:g})"
 
 
-def numpy_for_npz():
-    """numpy, or the error a user should see before any work is done."""
-    try:
-        import numpy
-    except ImportError as e:
-        raise CharlstmError("--npz needs numpy (pip install numpy); --json works without it") from e
-    return numpy
+def check_view(model: CharLSTM, gate: str | None, layer: int | None, units: Sequence[int] | None) -> str:
+    """The quantity to show (`gate`, by default the cell state where the cell has one, else
+    the hidden state), once `gate`, `layer` and `units` are known to exist in this model."""
+    quantities = quantities_of(model)
+    quantity = gate or ("cell" if "cell" in quantities else "hidden")
+    if quantity not in quantities:
+        raise CharlstmError(f"a {model.config.cell} model has no {quantity!r}; choose one of {', '.join(quantities)}")
+    layers, width = model.config.layers, model.config.hidden
+    if layer is not None and not 0 <= layer < layers:
+        raise CharlstmError(f"{flag('layer')} must be in 0..{layers - 1}, got {layer}")
+    bad = [u for u in units or () if not 0 <= u < width]
+    if bad:
+        raise CharlstmError(f"{flag('unit')} must be in 0..{width - 1}, got {bad[0]}")
+    return quantity
 
 
-def export_npz(inspection: Inspection, path: Path) -> None:
-    numpy_for_npz().savez_compressed(
-        path,
-        values=inspection.values.numpy(),
-        text=inspection.kept_text,
-        quantities=list(inspection.quantities),
+@dataclass
+class GateReport:
+    """What `charlstm inspect-gates` shows: the inspection, where its text came from, the
+    layer, quantity and units chosen, and the rows of its saturation and unit-finder tables."""
+
+    inspection: Inspection
+    source: str
+    layer: int
+    quantity: str
+    units: list[int]
+    saturation: list[SaturationRow] = field(default_factory=list)
+    finder: list[Finding] = field(default_factory=list)
+
+    @property
+    def expected(self) -> Expectations:
+        assert self.inspection.expected is not None
+        return self.inspection.expected
+
+
+def gate_report(
+    model: CharLSTM,
+    vocabulary: Vocabulary,
+    text: str,
+    source: str,
+    config: InspectConfig = DEFAULTS,
+    layer: int | None = None,
+    units: Sequence[int] | None = None,
+    keep_all: bool = False,
+) -> GateReport:
+    """Replay `text` and choose what to show: the units given (in `layer`, by default 0), or
+    the three of `config.gate` that best track a text feature (in `layer`, by default the
+    strongest unit's). Views keep `config.show` characters (0, or `keep_all`: every one)."""
+    quantity = check_view(model, config.gate, layer, units)
+    keep = None if keep_all or config.show == 0 else config.show
+    inspection = inspect_text(model, vocabulary, text, keep=keep)
+    if units:
+        chosen, layer = list(units), layer if layer is not None else 0
+    else:
+        if layer is None:
+            layer = inspection.strongest_units(quantity, n=1)[0].layer
+        chosen = [f.unit for f in inspection.strongest_units(quantity, layer)]
+    return GateReport(
+        inspection, source, layer, quantity, chosen, saturation_rows(inspection), inspection.best_per_feature()
     )
 
 
-def _scatter_svg(inspection: Inspection, size: int = 320) -> str:
-    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
-    gates = sorted({gate for _, gate in inspection.statistics.saturation()})
-    pad = 40
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad + 100}" height="{size + 2 * pad}" '
-        f'role="img" aria-label="gate saturation scatter">',
-        f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad + size}" y2="{pad + size}" stroke="#ccc">'
-        "<title>left + right = 1</title></line>",
-        f'<text x="{pad + size / 2}" y="{size + pad + 30}" text-anchor="middle">'
-        "fraction left-saturated (&lt; 0.1)</text>",
-        f'<text x="12" y="{pad + size / 2}" transform="rotate(-90 12 {pad + size / 2})" text-anchor="middle">'
-        "fraction right-saturated (&gt; 0.9)</text>",
-    ]
-    for (layer, gate), (low, high) in inspection.statistics.saturation().items():
-        fill = palette[gates.index(gate) % len(palette)]
-        for unit, (x, y) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
-            parts.append(
-                f'<circle cx="{pad + x * size:.1f}" cy="{pad + (1 - y) * size:.1f}" r="2.5" fill="{fill}" '
-                f'fill-opacity="0.6"><title>layer {layer} {gate} unit {unit}: '
-                f"left {x:.3f}, right {y:.3f}</title></circle>"
-            )
-    for i, gate in enumerate(gates):
-        fill = palette[i % len(palette)]
-        parts.append(f'<circle cx="{pad + size + 20}" cy="{pad + 12 + 16 * i}" r="5" fill="{fill}"/>')
-        parts.append(f'<text x="{pad + size + 30}" y="{pad + 16 + 16 * i}">{gate}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def render_html(inspection: Inspection, layer: int, quantity: str, units: list[int], title: str) -> str:
-    """One self-contained page: heat-maps with exact values on hover, the saturation
-    scatter plot and the unit-finder table. No scripts, no network."""
-    q = inspection.quantity_index(quantity)
-    sections = []
-    for unit in units:
-        raw = inspection.values[:, layer, q, unit].tolist()
-        shown = display_value(quantity, inspection.values[:, layer, q, unit]).tolist()
-        spans = []
-        for t, (ch, v, s) in enumerate(zip(inspection.kept_text, raw, shown, strict=True)):
-            r, g, b = colour(s)
-            label = html.escape(_shown(ch))
-            spans.append(
-                f'<span style="background:rgb({r},{g},{b})" '
-                f'title="#{t} {html.escape(repr(ch))}: {v:.4f}">{label}</span>'
-            )
-        sections.append(f'<h3>layer {layer}, unit {unit}: {quantity}</h3>\n<pre class="heat">{"".join(spans)}</pre>')
-    saturation = "".join(
-        f"<tr><td>{r['layer']}</td><td>{r['gate']}</td><td>{r['left_saturated']:.3f}</td>"
-        f"<td>{r['right_saturated']:.3f}</td><td>{r['units_mostly_left']}</td><td>{r['units_mostly_right']}</td></tr>"
-        for r in saturation_rows(inspection)
-    )
-    finder = "".join(
-        f"<tr><td>{f.feature}</td><td>{f.layer}</td><td>{f.quantity}</td><td>{f.unit}</td><td>{f.r:+.3f}</td></tr>"
-        for f in inspection.best_per_feature()
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-pre.heat {{ font-family: ui-monospace, monospace; white-space: pre-wrap; line-height: 1.5; }}
-pre.heat span {{ padding: 1px 0; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
-</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>{inspection.cell} model, {inspection.statistics.layers} layers x {inspection.statistics.units} units;
-statistics over {inspection.statistics.steps} characters, heat-maps over the first {len(inspection.values)}.
-Colour: blue -1 (gates: 0), white 0 (gates: 0.5), red +1 (gates: 1);
-the cell state is scaled by its largest magnitude here.
-Hover a character for its exact value.</p>
-{chr(10).join(sections)}
-<h2>Gate saturation</h2>
-<p>Fraction of time each unit's gate is left-saturated (&lt; 0.1) or right-saturated (&gt; 0.9),
-as in Karpathy, Johnson &amp; Fei-Fei 2015.</p>
-{_scatter_svg(inspection) if saturation else "<p>This cell has no gates.</p>"}
-<table><tr><th>layer</th><th>gate</th><th>mean left</th><th>mean right</th><th>units mostly left</th>
-<th>units mostly right</th></tr>{saturation}</table>
-<h2>Unit finder</h2>
-<p>The unit whose value correlates most strongly (Pearson r) with each text feature.</p>
-<table><tr><th>feature</th><th>layer</th><th>quantity</th><th>unit</th><th>r</th></tr>{finder}</table>
-</body>
-</html>
-"""
+def inspect_gates(
+    checkpoint_path: str | Path | None,
+    config: InspectConfig = DEFAULTS,
+    text: str | None = None,
+    file: Path | None = None,
+    layer: int | None = None,
+    units: Sequence[int] | None = None,
+    skip_unknown: bool = False,
+    keep_all: bool = False,
+) -> GateReport:
+    """`charlstm inspect-gates`: load a checkpoint (a file, a run folder, None for the newest
+    run), take `text`, the text of `file`, or else the default passage (`config.length`
+    characters), and make its `gate_report`."""
+    if text is not None and file is not None:
+        raise CharlstmError("give the text to inspect or a file that holds it, not both")
+    model, vocabulary, payload = checkpoint.load_model(checkpoint.resolve(checkpoint_path))
+    check_view(model, config.gate, layer, units)
+    source = "the text given"
+    if file is not None:
+        text, source = read_text(file, what="text file"), str(file)
+    if text is None:
+        text, source = default_passage(payload, model, vocabulary, config.length, config.seed)
+    if skip_unknown:
+        text = vocabulary.known(text)
+    return gate_report(model, vocabulary, text, source, config, layer, units, keep_all)

@@ -123,10 +123,11 @@ class _Checker(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.stack, self.tags = [], []
+        self.stack, self.tags, self.classes = [], [], []
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
+        self.classes.append(dict(attrs).get("class"))
         if tag not in VOID_TAGS:
             self.stack.append(tag)
 
@@ -174,7 +175,9 @@ def test_cli_views_html_report_and_exports(capsys, tmp_path, trained_run):
     checker = _Checker()
     checker.feed(page)
     assert checker.stack == []
-    assert checker.tags.count("span") == 2 * len(TEXT) and "circle" in checker.tags
+    # two units' heat-maps (a span per character), and the surprise view: a span per character holding its guesses
+    assert checker.classes.count("s") == checker.classes.count("guesses") == len(TEXT)
+    assert checker.tags.count("span") - 2 * len(TEXT) == 2 * len(TEXT) + 5 and "circle" in checker.tags
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")
     exported = json.loads(trace.read_text())
     assert len(exported["values"]) == len(TEXT) and exported["quantities"][1] == "forget"
@@ -189,8 +192,9 @@ def test_cli_views_html_report_and_exports(capsys, tmp_path, trained_run):
     [
         (["--text", "ROMEO Ω"], "never saw: 'Ω'"),
         (["--gate", "reset"], "has no 'reset'"),
-        (["--layer", "5"], "--layer must be in 0..1"),
-        (["--unit", "999"], "--unit must be in 0..31"),
+        (["--layer", "5"], "layer must be in 0..1, got 5"),
+        (["--unit", "999"], "unit must be in 0..31, got 999"),
+        (["--view", "bits"], "there is no view 'bits'; choose gates or surprise"),
         (["--text", "a", "--file", "b"], "not both"),
     ],
 )
