@@ -72,15 +72,19 @@ class Model:
         uses seed + k. Each ends after `length` characters, or where it writes a stop
         string (left out) once `min_length` characters precede it. With `novel` L, samples
         that repeat L characters of the training corpus are drawn again."""
-        config = SamplingConfig(temperature, top_k, top_p, length, min_length, stop, num_samples, seed, prime, novel)
+        config = SamplingConfig(
+            temperature=temperature, top_k=top_k, top_p=top_p, length=length, min_length=min_length, stop=stop,
+            num_samples=num_samples, seed=seed, prime=prime, novel=novel,
+        )  # fmt: skip
+        self._warn(config)
         return [s.text for s in sorted(self.samples(config), key=lambda s: s.index)]
 
     def samples(self, config: SamplingConfig) -> Iterator[Sample]:
         """Each sample `config` asks for as it finishes, with its stop reason, bits per
-        character and seed (what `charlstm sample --json` prints)."""
+        character and seed (what `charlstm sample --json` prints). No warnings: see
+        `sample.unreachable_stops`."""
         from charlstm.sample import draw_samples
 
-        self._warn(config)
         novelty = self.novelty(config.novel) if config.novel else None
         return draw_samples(self.model, self.vocabulary, config, novelty)
 
@@ -100,7 +104,10 @@ class Model:
         they cannot."""
         from charlstm.sample import stream
 
-        config = SamplingConfig(temperature, top_k, top_p, length, min_length, stop, 1, seed, prime)
+        config = SamplingConfig(
+            temperature=temperature, top_k=top_k, top_p=top_p, length=length, min_length=min_length, stop=stop,
+            seed=seed, prime=prime,
+        )  # fmt: skip
         self._warn(config)
         pieces = stream(self.model, self.vocabulary, config)
         return (ch for piece in pieces for ch in piece)

@@ -347,7 +347,7 @@ class Streams:
         if self.rows:
             races = self.races[self.arange, self.cursor].to(self.device)
             ids = next_ids(self.logits, races, self.rules)
-            nats = torch.log_softmax(self.logits.float(), dim=1).gather(1, ids[:, None]).neg_()
+            nats = torch.nn.functional.cross_entropy(self.logits.float(), ids, reduction="none")
             self.cursor += 1
             self.countdown -= 1
             if self.countdown == 0:
@@ -355,7 +355,7 @@ class Streams:
             with torch.inference_mode():
                 self.logits, self.state, _ = self.stepper.step(ids, self.state)
             chars = self.vocabulary.chars
-            for row, i, n in zip(self.rows, ids.tolist(), nats.view(-1).tolist(), strict=True):
+            for row, i, n in zip(self.rows, ids.tolist(), nats.tolist(), strict=True):
                 row.add(chars[i], n)
             done = [i for i, row in enumerate(self.rows) if row.done]
             for i in done:

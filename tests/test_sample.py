@@ -28,7 +28,7 @@ from charlstm.sample import (
     unreachable_stops,
 )
 from charlstm.tokenizer import Vocabulary
-from tests.helpers import invoke
+from tests.helpers import invoke, run_cli
 
 LOGITS = torch.tensor([0.1, 3.0, 2.5, -1.0, 0.0])
 
@@ -444,6 +444,9 @@ def test_a_stop_string_the_model_never_saw_is_a_warning_and_the_sample_goes_on(c
     assert code == 0 and len(out) == len("a") + 10 + 1
     warning = "--stop 'Ω' has characters the model never saw ('Ω'), so it can never end a sample"
     assert err == f"charlstm: warning: {warning}\n"
+    many = run_cli("sample", "-c", str(trained_run), "--stop", "Ω", "-n", "10", "-N", "2", "--json")
+    assert many.returncode == 0 and len(many.stdout.splitlines()) == 2
+    assert many.stderr == f"charlstm: warning: {warning}\n"  # once, and no Python warning beside it
 
 
 def test_novel_redraws_copies_of_the_training_corpus(capsys, trained_run):
