@@ -477,6 +477,65 @@ def report_page(
     print(f"wrote {html_path}: {', '.join(run.name for run in drawn)}")
 
 
+def _serve_option(name: str, text: str) -> Any:
+    """An option for server setting `name`: flag and default from serve_config.ServeConfig."""
+    from charlstm.serve_config import ServeConfig, option
+
+    return typer.Option(option(name), help=help_text(ServeConfig, name, text), show_default=False)
+
+
+@app.command(
+    epilog="Examples:\n\n  charlstm serve\n\n  charlstm serve --checkpoint checkpoints/run --port 8080\n\n"
+    '  curl -N localhost:8000/generate -d \'{"prime": "ROMEO:", "length": 300, "stream": true}\'\n\n'
+    "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)"
+)
+def serve(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
+        ),
+    ] = None,
+    host: Annotated[str | None, _serve_option("host", "Address to listen on; 0.0.0.0 = every interface.")] = None,
+    port: Annotated[int | None, _serve_option("port", "Port to listen on; 0 = any free port.")] = None,
+    max_body: Annotated[int | None, _serve_option("max_body", "Most bytes in a request body.")] = None,
+    max_length: Annotated[int | None, _serve_option("max_length", "Most characters one sample may ask for.")] = None,
+    max_samples: Annotated[int | None, _serve_option("max_samples", "Most samples one request may ask for.")] = None,
+    max_rows: Annotated[
+        int | None, _serve_option("max_rows", "Most samples drawing at once, over all requests (one batch).")
+    ] = None,
+    max_sessions: Annotated[
+        int | None, _serve_option("max_sessions", "Most kept states (for continuations) at once.")
+    ] = None,
+    session_ttl: Annotated[
+        str | None, _serve_option("session_ttl", "A kept state expires this long after it was kept: 90s, 10m, 1h.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request on stderr.")] = False,
+) -> None:
+    """Keep a model loaded and answer HTTP: streaming generation, scores, continuations, a playground page.
+
+    A request with keep gets an id to continue from its hidden state; kept states expire after
+    --session-ttl, and at most --max-sessions are kept at once."""
+    options = dict(locals())
+    from charlstm import serve as serving
+    from charlstm.serve_config import ServeConfig
+
+    if session_ttl is not None:
+        options["session_ttl"] = parse_duration(session_ttl)
+    config = ServeConfig(**_given(ServeConfig, options))
+    server = serving.start(checkpoint, config, None if quiet else partial(print, file=sys.stderr, flush=True))
+    try:
+        print(f"charlstm serve: {server.url} ({server.summary}); Ctrl-C stops", flush=True)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"charlstm: warning: {serving.EXPOSED}", file=sys.stderr, flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("charlstm serve: stopped", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        server.close()
+
+
 corpus_app = typer.Typer(
     help="Standard corpora: list them, or fetch one with its SHA-256 checked.", no_args_is_help=True
 )

@@ -1,0 +1,550 @@
+"""`charlstm serve` against a real server on a free loopback port: generation, streaming,
+scores, continuations, every limit and bad request, the command itself, and the playground
+page in headless Chromium.
+
+Each server runs in a thread of the test process (port 0: the system picks a free port),
+and is shut down by its fixture; every socket has a timeout and every wait a bound, so a
+broken server fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import charlstm
+from charlstm.config import SamplingConfig
+from charlstm.serve import Server, offered_units
+from charlstm.serve_config import ServeConfig
+
+TIMEOUT = 30.0
+"""Seconds any one socket operation may take before the test fails."""
+
+PRIME = "The "
+
+
+class Client:
+    """Requests to one server over fresh connections; answers as (status, JSON)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.host, self.port = server.server_address[:2]
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+
+    def request(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, Any]:
+        connection = self.connection()
+        try:
+            data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+            connection.request(method, path, body=data, headers=headers or {})
+            response = connection.getresponse()
+            text = response.read().decode("utf-8")
+            assert response.getheader("Content-Type", "").startswith(("application/json", "text/html")), text
+            return response.status, json.loads(text) if "json" in response.getheader("Content-Type") else text
+        finally:
+            connection.close()
+
+    def post(self, path: str, body: Any = None, **options: Any) -> tuple[int, Any]:
+        return self.request("POST", path, body, **options)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def generate(self, **body: Any) -> list[dict[str, Any]]:
+        status, answer = self.post("/generate", body)
+        assert status == 200, answer
+        return answer["samples"]
+
+    @contextmanager
+    def streaming(self, **body: Any) -> Iterator[Iterator[dict[str, Any]]]:
+        """The NDJSON events of a streaming /generate, read one line at a time."""
+        connection = self.connection()
+        try:
+            connection.request("POST", "/generate", body=json.dumps(body | {"stream": True}).encode())
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            assert response.getheader("Content-Type").startswith("application/x-ndjson")
+
+            def events() -> Iterator[dict[str, Any]]:
+                while line := response.readline():
+                    yield json.loads(line)
+
+            yield events()
+        finally:
+            connection.close()
+
+    def stream(self, **body: Any) -> list[dict[str, Any]]:
+        with self.streaming(**body) as events:
+            return list(events)
+
+    def healthy(self) -> dict[str, Any]:
+        status, answer = self.get("/health")
+        assert status == 200 and answer["status"] == "ok", answer
+        return answer
+
+
+@contextmanager
+def running(run: Path, units: list | None = None, clock: Any = None, **limits: Any) -> Iterator[Client]:
+    """A server for `run` on a free loopback port, answering from a thread until the block ends."""
+    server = Server(charlstm.load(run), ServeConfig(port=0, **limits), units, "a test passage", clock=clock)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Client(server)
+    finally:
+        server.shutdown()
+        server.close()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def client(trained_run: Path) -> Iterator[Client]:
+    with running(trained_run) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def model(trained_run: Path) -> charlstm.Model:
+    return charlstm.load(trained_run)
+
+
+def until(condition: Any, what: str, limit: float = TIMEOUT) -> None:
+    """Wait (bounded) until `condition()` holds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+# --- generation ----------------------------------------------------------------------
+
+
+def test_generate_draws_what_the_python_api_draws(client: Client, model: charlstm.Model) -> None:
+    samples = client.generate(prime=PRIME, length=60, num_samples=3, seed=5, temperature=0.9, top_p=0.95)
+    expected = model.generate(prime=PRIME, length=60, num_samples=3, seed=5, temperature=0.9, top_p=0.95)
+    assert [s["text"] for s in samples] == expected
+    assert [s["sample"] for s in samples] == [0, 1, 2]
+    assert [s["seed"] for s in samples] == [5, 6, 7]
+    first = samples[0]
+    assert first["prime"] == PRIME and first["characters"] == 60 and first["stop_reason"] == "length"
+    assert 0 < first["bits_per_char"] < 20
+    assert "session" not in first
+
+
+def test_defaults_are_charlstm_samples(client: Client) -> None:
+    (sample,) = client.generate(seed=1)
+    defaults = SamplingConfig()
+    assert sample["characters"] == defaults.length
+    assert sample["prime"] == "\n"
+
+
+def test_stop_strings_end_a_sample_and_are_left_out(client: Client, model: charlstm.Model) -> None:
+    samples = client.generate(prime=PRIME, length=300, num_samples=4, seed=2, stop=["e", "a"])
+    expected = model.generate(prime=PRIME, length=300, num_samples=4, seed=2, stop=("e", "a"))
+    assert [s["text"] for s in samples] == expected
+    assert all(s["stop_reason"] == "stop" and s["stop"] in ("e", "a") for s in samples)
+    assert all("e" not in s["text"] and "a" not in s["text"] for s in samples)
+
+
+def test_stream_sends_pieces_then_each_sample_whole(client: Client) -> None:
+    events = client.stream(prime=PRIME, length=80, num_samples=2, seed=3)
+    whole = client.generate(prime=PRIME, length=80, num_samples=2, seed=3)
+    for k in (0, 1):
+        pieces = [e for e in events if e["type"] == "text" and e["sample"] == k]
+        (done,) = [e for e in events if e["type"] == "done" and e["sample"] == k]
+        assert "".join(e["text"] for e in pieces) == done["text"] == whole[k]["text"]
+        assert all(len(e["bits"]) == len(e["text"]) for e in pieces)
+        bits = [b for e in pieces for b in e["bits"]]
+        assert sum(bits) / len(bits) == pytest.approx(done["bits_per_char"], abs=1e-3)
+        assert events.index(done) > events.index(pieces[-1])
+
+
+def test_stream_holds_back_a_stop_string(client: Client) -> None:
+    events = client.stream(prime=PRIME, length=400, seed=4, stop="e ")
+    (done,) = [e for e in events if e["type"] == "done"]
+    shown = "".join(e["text"] for e in events if e["type"] == "text")
+    assert shown == done["text"]
+    if done["stop_reason"] == "stop":
+        assert not shown.endswith("e")
+
+
+def test_stream_arrives_while_the_sample_is_drawn(client: Client) -> None:
+    batcher = client.server.batcher
+    with client.streaming(prime=PRIME, length=10_000, seed=5) as events:
+        first = next(events)
+        with batcher.held():
+            assert first["type"] == "text"
+            assert batcher.drawing() == 1  # the sample is still being drawn: the client already has text
+        rest = list(events)
+    assert rest[-1]["type"] == "done" and rest[-1]["characters"] == 10_000
+
+
+def test_a_client_that_leaves_stops_its_sample(client: Client) -> None:
+    batcher = client.server.batcher
+    steps_before = batcher.steps
+    with client.streaming(prime=PRIME, length=10_000, seed=6) as events:
+        next(events)
+    until(lambda: batcher.drawing() == 0, "the abandoned sample to leave the batch")
+    assert batcher.steps - steps_before < 9_000  # it did not draw to the end
+    client.healthy()
+
+
+def test_streamed_values_are_the_gate_trace_and_bits_the_surprise(client: Client, model: charlstm.Model) -> None:
+    from charlstm.inspect import inspect_text
+
+    quantities = model.model.kind.quantities
+    units = [{"layer": 1, "quantity": "cell", "unit": 3}, {"layer": 0, "quantity": "forget", "unit": 0}]
+    events = client.stream(prime=PRIME, length=50, seed=7, units=units)
+    pieces = [e for e in events if e["type"] == "text"]
+    text = "".join(e["text"] for e in pieces)
+    values = [v for e in pieces for v in e["values"]]
+    bits = [b for e in pieces for b in e["bits"]]
+    trace = inspect_text(model.model, model.vocabulary, PRIME + text, keep=None)
+    for t in range(len(text)):
+        step = len(PRIME) + t
+        for k, u in enumerate(units):
+            expected = float(trace.values[step, u["layer"], quantities.index(u["quantity"]), u["unit"]])
+            assert values[t][k] == pytest.approx(expected, abs=2e-4)
+        assert bits[t] == pytest.approx(float(trace.expected.bits[step]), abs=2e-3)
+
+
+def test_requests_that_arrive_together_are_drawn_as_one_batch(trained_run: Path, model: charlstm.Model) -> None:
+    with running(trained_run) as c:
+        batcher = c.server.batcher
+        answers: dict[int, list] = {}
+
+        def ask(seed: int) -> None:
+            answers[seed] = c.generate(prime=PRIME, length=40, seed=seed)
+
+        with batcher.held():
+            threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(4)]
+            for thread in threads:
+                thread.start()
+            until(lambda: batcher.inbox.qsize() == 4, "four requests to wait together")
+            steps_before = batcher.steps
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert batcher.steps - steps_before == 40  # four samples of 40 characters in 40 batched steps
+        for seed in range(4):
+            assert [s["text"] for s in answers[seed]] == model.generate(prime=PRIME, length=40, seed=seed)
+
+
+# --- scores and continuations --------------------------------------------------------
+
+
+def test_score_is_what_charlstm_eval_computes(client: Client, model: charlstm.Model, english: str) -> None:
+    text = english[:2000]
+    status, answer = client.post("/score", {"text": text})
+    assert status == 200, answer
+    expected = model.score(text)
+    assert answer["nats_per_char"] == pytest.approx(expected.nats, rel=1e-6)
+    assert answer["bits_per_char"] == pytest.approx(expected.nats / math.log(2), rel=1e-6)
+    assert answer["characters"] == expected.characters
+
+
+def test_a_continuation_is_one_long_sample(client: Client) -> None:
+    settings = {"prime": PRIME, "temperature": 0.9, "top_k": 20}
+    (first,) = client.generate(**settings, length=70, seed=11, keep=True)
+    session = first["session"]
+    (second,) = client.generate(session=session, length=50, temperature=0.9, top_k=20, keep=True)
+    assert second["session"] == session and second["prime"] == ""
+    events = client.stream(session=session, length=80, temperature=0.9, top_k=20)
+    (third,) = [e for e in events if e["type"] == "done"]
+    assert "session" not in third
+    (whole,) = client.generate(**settings, length=200, seed=11)
+    assert first["text"] + second["text"] + third["text"] == whole["text"]
+    status, answer = client.post("/generate", {"session": session, "length": 10})
+    assert status == 404 and "no kept state" in answer["error"]
+
+
+def test_a_continuation_reads_new_text_before_drawing(client: Client, model: charlstm.Model) -> None:
+    (first,) = client.generate(prime=PRIME, length=30, seed=12, keep=True)
+    (second,) = client.generate(session=first["session"], prime="\nThe ", length=30, temperature=0)
+    greedy = model.generate(prime=PRIME + first["text"] + "\nThe ", length=30, temperature=0)
+    assert second["prime"] == "\nThe "
+    assert second["text"] == greedy[0]
+
+
+def test_kept_states_expire_after_their_time(trained_run: Path) -> None:
+    now = [1000.0]
+    with running(trained_run, clock=lambda: now[0], session_ttl=60) as c:
+        (a,) = c.generate(prime=PRIME, length=5, seed=1, keep=True)
+        (b,) = c.generate(prime=PRIME, length=5, seed=2, keep=True)
+        now[0] += 59
+        (again,) = c.generate(session=a["session"], length=5, keep=True)
+        assert again["session"] == a["session"]
+        now[0] += 2  # b is 61 s old, a was kept again 2 s ago
+        status, answer = c.post("/generate", {"session": b["session"], "length": 5})
+        assert status == 404 and "--session-ttl" in answer["error"]
+        (last,) = c.generate(session=a["session"], length=5)
+        assert c.healthy()["sessions"] == 0 and last["characters"] == 5
+
+
+# --- limits and bad requests: a 4xx JSON error, and the server answers after -------------
+
+
+def refused(client: Client, status: int, body: Any = None, path: str = "/generate", **options: Any) -> dict:
+    """A POST (or, with `method="GET"`, a GET) that must be refused with `status` and one line."""
+    if options.pop("method", "POST") == "GET":
+        code, answer = client.get(path)
+    else:
+        code, answer = client.post(path, body, **options)
+    assert code == status, answer
+    assert isinstance(answer, dict) and isinstance(answer["error"], str), answer
+    assert answer["error"] and "\n" not in answer["error"] and "Traceback" not in answer["error"]
+    client.healthy()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "limit"),
+    [
+        ({"length": 10_001}, 400, "--max-length"),
+        ({"num_samples": 65}, 400, "--max-samples"),
+    ],
+)
+def test_limits_on_a_request(client: Client, body: dict, status: int, limit: str) -> None:
+    answer = refused(client, status, body)
+    assert answer["limit"] == limit and limit in answer["error"]
+
+
+def test_a_body_above_the_limit_is_refused_unread(client: Client) -> None:
+    answer = refused(client, 413, raw=b"{" + b" " * 70_000 + b"}")
+    assert answer["limit"] == "--max-body" and "65,536" in answer["error"]
+
+
+def test_limits_on_the_batch_and_on_kept_states(trained_run: Path) -> None:
+    with running(trained_run, max_rows=4, max_sessions=2) as c:
+        answer = refused(c, 429, {"num_samples": 5, "length": 5})
+        assert answer["limit"] == "--max-rows"
+        kept = c.generate(prime=PRIME, length=5, num_samples=2, seed=1, keep=True)
+        answer = refused(c, 429, {"length": 5, "keep": True})
+        assert answer["limit"] == "--max-sessions"
+        c.generate(session=kept[0]["session"], length=5)  # continued without keep: its place is free
+        (third,) = c.generate(prime=PRIME, length=5, keep=True)
+        assert third["session"] and c.healthy()["sessions"] == 2
+
+
+BAD_BODIES = [
+    (b"{", "not JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b"null", "must be a JSON object"),
+    (b'{"length": NaN}', "not JSON"),
+    (b'{"prime": "\xff"}', "not UTF-8"),
+    (b"[" * 30_000 + b"]" * 30_000, "JSON"),
+    (b'{"lenght": 5}', "unknown field 'lenght'"),
+    (b'{"length": "5"}', "length must be an integer"),
+    (b'{"length": 5.5}', "length must be an integer"),
+    (b'{"length": true}', "length must be an integer"),
+    (b'{"temperature": "hot"}', "temperature must be a number"),
+    (b'{"stop": [1]}', "stop must be a string or a list of strings"),
+    (b'{"stream": 1}', "stream must be true or false"),
+    (b'{"temperature": -1}', "temperature must be a number >= 0"),
+    (b'{"top_p": 0}', "top_p must be in (0, 1]"),
+    (b'{"length": -1}', "length"),
+    (b'{"stop": [""]}', "stop needs text"),
+    (b'{"prime": ""}', "leave prime out"),
+    (b'{"seed": 18446744073709551616}', "seed must be in"),
+    ('{"prime": "Ωmega"}'.encode(), "the prime text has characters the model never saw: 'Ω'"),
+    ('{"stop": "Ω"}'.encode(), "can never end a sample"),
+    (b'{"session": "nope", "seed": 1}', "leave out seed"),
+    (b'{"units": [{"layer": 9, "quantity": "cell", "unit": 0}]}', "layer must be an integer in 0..1"),
+    (b'{"units": [{"layer": 0, "quantity": "reset", "unit": 0}]}', "no quantity"),
+    (b'{"units": [{"layer": 0, "quantity": "cell"}]}', "each entry of units"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BAD_BODIES, ids=[m for _, m in BAD_BODIES])
+def test_a_bad_generate_request_is_one_line(client: Client, raw: bytes, message: str) -> None:
+    answer = refused(client, 400, raw=raw)
+    assert message in answer["error"]
+    assert "--" not in answer["error"]  # a request's settings are named by field, not by flag
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"text": "Ω and more"}'.encode(), "never saw"),
+        (b'{"text": 5}', "text must be a string"),
+        (b'{"txt": "a"}', "unknown field 'txt'"),
+        (b"{}", "score needs a text"),
+    ],
+)
+def test_a_bad_score_request_is_one_line(client: Client, raw: bytes, message: str) -> None:
+    assert message in refused(client, 400, path="/score", raw=raw)["error"]
+
+
+def test_unknown_sessions_paths_and_methods(client: Client) -> None:
+    assert "no kept state" in refused(client, 404, {"session": "gone"})["error"]
+    assert "no such path" in refused(client, 404, {}, path="/nowhere")["error"]
+    assert refused(client, 405, method="GET")["error"] == "/generate takes POST, not GET"
+    status, answer = client.request("PUT", "/generate", {})
+    assert status == 501 and "PUT" in answer["error"]
+    client.healthy()
+
+
+def test_a_body_without_a_length_and_garbage_on_the_wire(client: Client) -> None:
+    for raw in (
+        b"POST /generate HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /generate HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n",
+    ):
+        with socket.create_connection((client.host, client.port), timeout=TIMEOUT) as s:
+            s.sendall(raw)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 4\d\d ", head), head
+        assert "error" in json.loads(body)
+    client.healthy()
+
+
+def test_info_describes_the_model_and_what_a_request_may_ask(client: Client, model: charlstm.Model) -> None:
+    status, info = client.get("/info")
+    assert status == 200
+    c = model.model.config
+    assert info["model"]["cell"] == c.cell and info["model"]["layers"] == c.layers
+    assert info["model"]["hidden"] == c.hidden and info["model"]["parameters"] > 0
+    assert info["vocabulary"] == {"size": len(model.vocabulary), "characters": model.vocabulary.chars}
+    assert info["corpus"].endswith("small.txt")
+    defaults = json.loads(json.dumps(asdict(SamplingConfig())))
+    assert info["defaults"] == {name: defaults[name] for name in info["defaults"]}
+    assert info["limits"]["--max-length"] == ServeConfig().max_length
+    assert info["limits"]["--session-ttl"] == ServeConfig().session_ttl
+    assert len(info["palette"]["gate"]) == len(info["palette"]["surprise"]) == 101
+
+
+def test_offered_units_are_the_unit_finders(model: charlstm.Model) -> None:
+    units, source = offered_units(model)
+    assert source.startswith("validation excerpt")
+    assert 1 <= len(units) <= 16
+    quantities = model.model.kind.quantities
+    for u in units:
+        assert u["quantity"] in quantities and 0 <= u["layer"] < 2 and 0 <= u["unit"] < 32
+        assert -1 <= u["r"] <= 1
+    assert {"input", "forget", "output"} <= {u["quantity"] for u in units}
+
+
+# --- the docs' example and the command ---------------------------------------------------
+
+
+def test_the_urllib_example_in_the_docs_runs(client: Client) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text(encoding="utf-8")
+    example = docs.split("<!-- urllib example -->")[1].split("```python\n")[1].split("```")[0]
+    url = f"http://{client.host}:{client.port}"
+    code = example.replace("http://127.0.0.1:8000", url).replace('"ROMEO:"', repr(PRIME))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def first_line(process: subprocess.Popen, limit: float) -> str:
+    """The first line `process` prints, or "" if none comes within `limit` seconds."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(limit)
+    return lines[0] if lines else ""
+
+
+def test_the_command_prints_its_address_and_stops_cleanly_on_ctrl_c(trained_run: Path) -> None:
+    command = [sys.executable, "-m", "charlstm", "serve", "--checkpoint", str(trained_run), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = first_line(process, TIMEOUT * 2)
+        match = re.match(r"charlstm serve: http://127\.0\.0\.1:(\d+)/ \(lstm 2x32, .*\); Ctrl-C stops$", line)
+        assert match, line
+        connection = http.client.HTTPConnection("127.0.0.1", int(match[1]), timeout=TIMEOUT)
+        connection.request("GET", "/health")
+        assert json.loads(connection.getresponse().read())["status"] == "ok"
+        connection.close()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130
+    assert "Traceback" not in err and "charlstm serve: stopped" in err
+    assert "GET /health 200" in err
+
+
+def test_the_command_refuses_bad_settings_in_one_line(trained_run: Path, tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    result = run_cli("serve", "--checkpoint", str(trained_run), "--max-length", "0", timeout=TIMEOUT * 2)
+    assert result.returncode == 1 and result.stderr.strip() == "charlstm: error: --max-length must be at least 1, got 0"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_cli("serve", "--checkpoint", str(trained_run), "--port", port, timeout=TIMEOUT * 2)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    expected = rf"charlstm: error: cannot listen on 127\.0\.0\.1 port {port}: .*; choose another --port or --host\n"
+    assert re.fullmatch(expected, result.stderr)
+
+
+# --- the playground ------------------------------------------------------------------------
+
+
+DRAWN = "Array.from(document.querySelectorAll('#output span:not(.prime)'))"
+"""The characters the playground has drawn, as spans (the prime is a span of its own)."""
+
+
+def test_the_playground_streams_coloured_text_and_continues(browser_page: Any, trained_run: Path) -> None:
+    from charlstm import inspect_render as render
+
+    model = charlstm.load(trained_run)
+    units, _ = offered_units(model)
+    with running(trained_run, units=units) as c:
+        page = browser_page.open(f"http://{c.host}:{c.port}/")
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'", timeout=TIMEOUT * 1000)
+        assert page.locator("#view option").count() == 1 + len(units)
+        page.fill("#prime", PRIME)
+        page.fill("#length", "120")
+        page.click("#generate")
+        page.wait_for_function(f"{DRAWN}.length >= 120", timeout=TIMEOUT * 1000)
+        page.wait_for_function("!document.getElementById('continue').disabled", timeout=TIMEOUT * 1000)
+        assert page.locator("#output .prime").inner_text() == PRIME
+        colours = page.evaluate(f"{DRAWN}.map(s => s.style.background)")
+        assert all(colours) and len(set(colours)) > 3  # each character coloured by its surprise
+        page.select_option("#view", "1")
+        page.click("#continue")
+        page.wait_for_function(f"{DRAWN}.length >= 240", timeout=TIMEOUT * 1000)
+        gate_colours = page.evaluate(f"{DRAWN}.map(s => s.style.background)")
+        assert gate_colours[:120] != colours  # recoloured by the unit
+        assert "layer" in page.inner_text("#legend")
+        # the page's colours are inspect-gates' own, at the palette's steps
+        for v in (-1.0, -0.5, 0.0, 0.26, 1.0):
+            assert page.evaluate(f"charlstmPlayground.gateColour({v})") == render._rgb(render.colour(v))
+        for bits in (0.0, 2.0, 4.0, 8.0, 30.0):
+            assert page.evaluate(f"charlstmPlayground.surpriseColour({bits})") == render._rgb(
+                render.surprise_colour(bits)
+            )
+        assert page.evaluate("charlstmPlayground.surpriseColour(null)") == render._rgb(render.surprise_colour(math.nan))
+        assert page.evaluate("charlstmPlayground.shade('forget', 0.75, 1)") == 0.5
+        assert page.evaluate("charlstmPlayground.shade('cell', -2, 4)") == -0.5
+        assert page.evaluate("charlstmPlayground.shade('hidden', 3, 0)") == 1
+        browser_page.assert_no_errors()
