@@ -241,9 +241,8 @@ def _legend(items: list[tuple[str, str]], rows: list[int], top: float) -> str:
 def render_html(runs: list[history.Run], title: str | None = None) -> str:
     """The whole page as one string: styles inline, charts inline, no script, nothing fetched."""
     colours = {run.name: PALETTE[i] for i, run in enumerate(runs)}
-    names = " vs ".join(run.name for run in runs)
-    title = title or f"charlstm report: {names}"
-    legend = [(run.name, colours[run.name]) for run in runs]
+    title = title or f"charlstm report: {runs[0].name if len(runs) == 1 else f'{len(runs)} runs compared'}"
+    legend = [(f"{run.name} ({run.shape})" if run.shape else run.name, colours[run.name]) for run in runs]
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -432,6 +431,7 @@ header p, .hint { color: #5b6470; margin: .25rem 0 .75rem; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .88rem; }
 .runs { width: 100%; margin-top: 1rem; }
 .runs th, .runs td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e6ea; }
+.runs td:nth-child(-n+3) { white-space: nowrap; }
 .runs td:nth-child(n+4):nth-child(-n+7) { text-align: right; font-variant-numeric: tabular-nums; }
 .swatch { display: inline-block; width: .8em; height: .8em; border-radius: 2px; margin-right: .45em;
           vertical-align: -.05em; }
@@ -447,11 +447,13 @@ svg.chart .axis line { stroke: #8c959f; }
 svg.chart .legend text { fill: #1d232a; font-size: 12.5px; }
 svg.chart .legend-key line { stroke: #3b434d; stroke-width: 2; }
 svg.chart circle:hover { stroke: #1d232a; stroke-width: 2; }
+svg.chart .training { opacity: .6; }
 .sample-columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 1.5rem; }
 .timeline { list-style: none; margin: 0; padding: 0 0 0 1.1rem; border-left: 3px solid var(--run); }
 .timeline li { position: relative; margin: 0 0 1rem; }
-.timeline li::before { content: ""; position: absolute; left: -1.55rem; top: .35rem; width: .7rem; height: .7rem;
-                       border-radius: 50%; background: var(--run); border: 2px solid #fff; }
+.timeline li::before { content: ""; position: absolute; left: calc(-1.45rem - 3.5px); top: .35rem;
+                       width: .7rem; height: .7rem; border-radius: 50%; background: var(--run);
+                       border: 2px solid #fff; }
 .when { font-weight: 600; font-size: .88rem; }
 pre { margin: .3rem 0 0; padding: .6rem .75rem; background: #f6f8fa; border-radius: 6px; white-space: pre-wrap;
       word-break: break-word; font: 12.5px/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }

@@ -49,7 +49,8 @@ def test_two_runs_share_one_chart_with_a_legend_and_their_sample_timelines(brows
     assert step_chart.locator(".x-axis .label").text_content() == "step"
     assert page.locator("#loss-by-time .x-axis .label").text_content() == "time trained"
     legend = step_chart.locator(".legend text").all_text_contents()
-    assert legend == ["text-lstm", "text-gru", "validation", "training"]
+    assert legend == ["text-lstm (lstm 2x64)", "text-gru (gru 2x64)", "validation", "training"]
+    assert page.title() == "charlstm report: 2 runs compared"
     colours = step_chart.locator("path.curve.validation").evaluate_all("els => els.map(e => e.getAttribute('stroke'))")
     assert len(set(colours)) == 2, "each run has a colour of its own"
     assert step_chart.locator("circle title").first.text_content() == "text-lstm: training 3.100 bits/char at step 100"
@@ -101,7 +102,8 @@ def test_with_no_run_named_the_most_recently_active_is_reported(tmp_path):
 def test_a_run_without_validation_draws_its_training_curve(tmp_path):
     run = write_run(tmp_path, "no-val")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": r["step"], "train_loss": 1.5}) + "\n" for r in records))
+    lines = [json.dumps({"step": r["step"], "train_loss": 1.5}) + "\n" for r in records]
+    (run / "metrics.jsonl").write_text("".join(lines))
     page = report.render_html(report.load_runs([run]))
     assert page.count('class="curve training"') == 2 and 'class="curve validation"' not in page
     assert "no validation" in page
