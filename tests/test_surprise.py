@@ -164,3 +164,31 @@ def test_json_export_carries_bits_and_guesses(capsys, tmp_path, trained_run):
     exported = json.loads(trace.read_text())
     assert exported["bits"][0] is None and len(exported["bits"]) == len(TEXT)
     assert len(exported["guesses"][1]) == inspect.TOP_GUESSES and exported["guesses"][0] == []
+
+
+def test_eval_worst_finds_the_corrupted_line(capsys, tmp_path, trained_run, english):
+    garbage = "zqxj" * 16
+    text = tmp_path / "text.txt"
+    text.write_text(english[:3000] + "\n" + garbage + "\n" + english[3000:6000], encoding="utf-8")
+    code, out, err = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--worst", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and "bits/char over" in lines[0]
+    assert "zqxjzqxjzqxj" in lines[1] and lines[1].split()[1:3] == ["bits/char", "at"]
+    worst_bits, next_bits = (float(line.split()[0]) for line in lines[1:])
+    assert worst_bits > next_bits
+    code, out, _ = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--worst", "2", "--json")
+    found = json.loads(out)
+    code, out, _ = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--json")
+    plain = json.loads(out)
+    assert found["characters"] == plain["characters"] and found["bpc"] == pytest.approx(plain["bpc"], rel=1e-6)
+    assert [len(p["text"]) for p in found["worst"]] == [surprise.PASSAGE] * 2
+    assert found["worst"][0]["start"] <= 3001 and found["worst"][0]["start"] + surprise.PASSAGE >= 3001 + len(garbage)
+
+
+def test_eval_worst_zero_is_one_clear_line(capsys, tmp_path, trained_run):
+    text = tmp_path / "text.txt"
+    text.write_text("some text to score\n" * 10, encoding="utf-8")
+    code, out, err = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--worst", "0")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "worst must be at least 1: it is how many passages to list, got 0" in err
