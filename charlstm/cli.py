@@ -133,8 +133,6 @@ def train(
             checkpoints,
             reading,
         )
-    if trainer.ranks.main and (short_of_space := trainer.space_warning()):
-        print(f"charlstm: warning: {short_of_space}", file=sys.stderr)
     try:
         result = trainer.run(listener if trainer.ranks.main else None)
     finally:
@@ -304,35 +302,22 @@ def evaluate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or auto.")] = "fp32",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    worst: Annotated[
-        int | None,
-        typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
-    ] = None,
 ) -> None:
     """Score a trained model on any text: loss in nats and bits per character."""
     import json
 
     from charlstm.progress import CorpusProgress
-    from charlstm.surprise import worst_of_corpus
     from charlstm.train import evaluate_corpus
 
-    passages = []
     with CorpusProgress() as reading:
-        if worst is None:
-            result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
-        else:
-            found = worst_of_corpus(checkpoint, corpus, worst, encoding, skip_unknown, device, precision, reading)
-            result, passages = found.summary(), found.passages
+        result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
     if as_json:
-        print(json.dumps(result | ({"worst": [vars(p) for p in passages]} if worst is not None else {})))
-        return
-    print(
-        f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
-        f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
-    )
-    for p in passages:
-        shown = p.text.replace("\n", "↵").replace("\t", "→")
-        print(f"{p.bits_per_char:6.3f} bits/char at character {p.start:,}: {shown}")
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
+            f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
+        )
 
 
 def _inspect_option(name: str, text: str, *aliases: str) -> Any:
@@ -413,10 +398,16 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same text.")] = 0,
 ) -> None:
     """Write a synthetic corpus with long-range dependencies (where a plain RNN fails)."""
-    from charlstm.synthetic import make, write
+    from charlstm.synthetic import make
 
     text, probes = make(task, chars, seed)
-    write(out, text)
+    try:
+        with open(out, "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise CharlstmError(f"{out} exists; charlstm never overwrites a corpus, choose another name") from None
+    except OSError as e:
+        raise CharlstmError(f"cannot write {out}: {e.strerror}") from None
     print(f"wrote {out}: {len(text):,} characters, {len(probes):,} long-range predictions")
 
 
@@ -652,10 +643,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"charlstm: {e}; continue with: charlstm train --resume {e.path.parent}", file=sys.stderr)
             code = EXIT_INTERRUPTED
         elif isinstance(e, CharlstmError):
-            from charlstm.errors import WriteFailed
-
-            if not (isinstance(e, WriteFailed) and os.environ.get("RANK", "0") != "0"):  # rank 0 says it once
-                _report(str(e))
+            _report(str(e))
             code = EXIT_ERROR
         else:
             _report(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
