@@ -227,6 +227,23 @@ def test_streamed_values_are_the_gate_trace_and_bits_the_surprise(client: Client
         assert bits[t] == pytest.approx(float(trace.expected.bits[step]), abs=2e-3)
 
 
+def test_answers_leave_without_waiting_for_the_clients_ack(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCP_NODELAY on every connection: the body written after the headers (and each line of a
+    stream) is not held back by Nagle's algorithm for the client's delayed ACK (40 ms a request)."""
+    from charlstm.serve import Handler
+
+    seen = []
+    setup = Handler.setup
+
+    def watched(handler: Handler) -> None:
+        setup(handler)
+        seen.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(Handler, "setup", watched)
+    client.healthy()
+    assert seen and all(seen)
+
+
 def test_requests_that_arrive_together_are_drawn_as_one_batch(trained_run: Path, model: charlstm.Model) -> None:
     with running(trained_run) as c:
         batcher = c.server.batcher

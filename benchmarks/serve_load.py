@@ -1,0 +1,166 @@
+"""`charlstm serve` under load: requests/s and characters/s for 1, 4 and 16 concurrent clients.
+
+The server runs as a user runs it (`charlstm serve --port 0 --quiet`, its own process, on a
+loopback port); each client is a thread here with one keep-alive connection that sends
+`--requests` requests of `--length` characters one after another (seed = a request number;
+`--stream` reads NDJSON lines and also times the first character). One JSON line per client
+count: requests/s, characters/s, latency (median and 95th percentile), and the mean batch
+the server drew (characters drawn / batched steps taken, read from /health): with 16 clients
+near 16 when requests overlap, which is why 16 clients do not take 16 times as long.
+
+    python benchmarks/serve_load.py                                   # fresh lstm 2x512, 1/4/16 clients
+    python benchmarks/serve_load.py --checkpoint checkpoints/RUN --stream
+    python benchmarks/serve_load.py --hidden 32 --clients 1,2 --requests 2 --length 20   # seconds
+
+Without --checkpoint the model is untrained (random weights of the given shape, a 65-character
+vocabulary as tiny-shakespeare's): speed does not depend on what a model learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def fresh_checkpoint(folder: Path, cell: str, layers: int, hidden: int) -> Path:
+    """A checkpoint of an untrained model, written as charlstm writes one."""
+    import torch
+
+    from charlstm.checkpoint import FORMAT_VERSION, save_atomic
+    from charlstm.model import CharLSTM, ModelConfig
+
+    chars = "".join(chr(32 + i) for i in range(64)) + "\n"
+    torch.manual_seed(0)
+    model = CharLSTM(ModelConfig(len(chars), cell=cell, layers=layers, hidden=hidden))
+    path = folder / "fresh.pt"
+    payload = {"format": FORMAT_VERSION, "model_config": model.config.to_dict(), "vocabulary": chars}
+    save_atomic(payload | {"model": model.state_dict()}, path)
+    return path
+
+
+class Served:
+    """`charlstm serve` in a child process on a free loopback port."""
+
+    def __init__(self, checkpoint: Path, max_length: int):
+        command = [sys.executable, "-m", "charlstm", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
+        command += ["--quiet", "--max-length", str(max_length)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        line = self.process.stdout.readline()
+        if not line.startswith("charlstm serve: http://"):
+            self.process.kill()
+            raise SystemExit(f"serve_load: the server did not start: {line!r}")
+        address = line.split()[2].removeprefix("http://").rstrip("/")
+        self.host, port = address.rsplit(":", 1)
+        self.port = int(port)
+        self.summary = line.split("(", 1)[1].rsplit(")", 1)[0]
+
+    def health(self) -> dict:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        connection.request("GET", "/health")
+        answer = json.loads(connection.getresponse().read())
+        connection.close()
+        return answer
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def client(served: Served, first_seed: int, args: argparse.Namespace, results: list) -> None:
+    """`args.requests` requests on one keep-alive connection: (latency, first character, characters)."""
+    connection = http.client.HTTPConnection(served.host, served.port, timeout=600)
+    for k in range(args.requests):
+        body = {"prime": "\n", "length": args.length, "seed": first_seed + k, "stream": args.stream}
+        start = time.perf_counter()
+        connection.request("POST", "/generate", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise SystemExit(f"serve_load: {response.status} {response.read()!r}")
+        first, characters = None, 0
+        if args.stream:
+            while line := response.readline():
+                event = json.loads(line)
+                if event["type"] == "text" and first is None:
+                    first = time.perf_counter() - start
+                elif event["type"] == "done":
+                    characters += event["characters"]
+        else:
+            characters = sum(s["characters"] for s in json.loads(response.read())["samples"])
+        results.append((time.perf_counter() - start, first, characters))
+    connection.close()
+
+
+def measure(served: Served, clients: int, args: argparse.Namespace) -> dict:
+    results: list = []
+    steps_before = served.health()["steps"]
+    threads = [threading.Thread(target=client, args=(served, 1000 * c, args, results)) for c in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    steps = served.health()["steps"] - steps_before
+    if len(results) != clients * args.requests:
+        raise SystemExit(f"serve_load: {clients * args.requests - len(results)} requests failed (see above)")
+    latencies = sorted(r[0] for r in results)
+    characters = sum(r[2] for r in results)
+    row = {
+        "benchmark": "serve_load",
+        "model": served.summary,
+        "clients": clients,
+        "requests": len(results),
+        "length": args.length,
+        "stream": args.stream,
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(results) / seconds, 2),
+        "chars_per_s": round(characters / seconds, 1),
+        "latency_p50_s": round(statistics.median(latencies), 4),
+        "latency_p95_s": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 4),
+        "mean_batch": round(characters / steps, 2) if steps else None,
+    }
+    if args.stream:
+        row["first_char_p50_s"] = round(statistics.median(r[1] for r in results if r[1] is not None), 4)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--checkpoint", help="A .pt file or run folder; default: a fresh model of --cell/--layers/--hidden."
+    )
+    parser.add_argument("--cell", default="lstm")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--clients", default="1,4,16", help="Client counts, comma-separated.")
+    parser.add_argument("--requests", type=int, default=8, help="Requests each client sends, one after another.")
+    parser.add_argument("--length", type=int, default=500, help="Characters per request.")
+    parser.add_argument("--stream", action="store_true", help="Ask for NDJSON streams (and time the first character).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else fresh_checkpoint(Path(folder), args.cell, args.layers, args.hidden)
+        )
+        served = Served(checkpoint, max(args.length, 1))
+        try:
+            client(served, 10**6, argparse.Namespace(**{**vars(args), "requests": 1}), [])  # warm-up
+            for clients in (int(c) for c in args.clients.split(",")):
+                print(json.dumps(measure(served, clients, args)), flush=True)
+        finally:
+            served.stop()
+
+
+if __name__ == "__main__":
+    main()
