@@ -302,22 +302,35 @@ def evaluate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or auto.")] = "fp32",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    worst: Annotated[
+        int | None,
+        typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
+    ] = None,
 ) -> None:
     """Score a trained model on any text: loss in nats and bits per character."""
     import json
 
     from charlstm.progress import CorpusProgress
+    from charlstm.surprise import worst_of_corpus
     from charlstm.train import evaluate_corpus
 
+    passages = []
     with CorpusProgress() as reading:
-        result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
+        if worst is None:
+            result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
+        else:
+            found = worst_of_corpus(checkpoint, corpus, worst, encoding, skip_unknown, device, precision, reading)
+            result, passages = found.summary(), found.passages
     if as_json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
-            f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
-        )
+        print(json.dumps(result | ({"worst": [vars(p) for p in passages]} if worst is not None else {})))
+        return
+    print(
+        f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
+        f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
+    )
+    for p in passages:
+        shown = p.text.replace("\n", "↵").replace("\t", "→")
+        print(f"{p.bits_per_char:6.3f} bits/char at character {p.start:,}: {shown}")
 
 
 def _inspect_option(name: str, text: str, *aliases: str) -> Any:
