@@ -28,9 +28,19 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CharlstmError(f"{flag('device')} cuda was asked for, but this machine has no usable CUDA GPU")
+    if name.startswith("cuda:"):
+        check_gpu_index(int(name.split(":")[1]), f"{flag('device')} {name}")
     if name == "mps" and not _mps_available():
         raise CharlstmError(f"{flag('device')} mps was asked for, but MPS is not available here")
     return torch.device(name)
+
+
+def check_gpu_index(index: int, asked: str) -> None:
+    """One clear line, not CUDA's "invalid device ordinal" later, for a GPU this process cannot see."""
+    count = torch.cuda.device_count()
+    if index >= count:
+        seen = "1 GPU (cuda:0)" if count == 1 else f"{count} GPUs (cuda:0 to cuda:{count - 1})"
+        raise CharlstmError(f"{asked} asks for GPU {index}, but this process sees {seen}; check CUDA_VISIBLE_DEVICES")
 
 
 def _mps_available() -> bool:
@@ -71,10 +81,81 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast for `bf16`, nothing for `fp32`."""
+    """bf16 autocast for `bf16`, nothing for `fp32`.
+
+    On CUDA a model must also pass through `prepare_model`: autocast's cuDNN RNN wrapper
+    (aten/src/ATen/cudnn/AutocastRNN.cpp, the same from torch 2.2 on) casts the recurrence
+    to fp16 whatever dtype autocast was given, with no loss scaling.
+    """
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` on `device`; on CUDA its recurrence computes in fp32 whatever autocast says.
+
+    Under bf16 autocast, cuDNN's RNN would otherwise run in fp16 (see `autocast`), which
+    is neither what `--precision bf16` says nor safe without a GradScaler. So on CUDA the
+    recurrent kernel runs in fp32 (TF32 on compute capability 8.0+ while
+    torch.backends.cudnn.allow_tf32 is on, PyTorch's default) and only the embedding,
+    decoder and loss run in bf16; `describe_precision` says so. The CPU keeps oneDNN's
+    bf16 LSTM, which is what it says, and its results stay as they were.
+    """
+    model = model.to(device)
+    recurrent = getattr(model, "recurrent", None)
+    if device.type == "cuda" and recurrent is not None:
+        recurrence_outside_autocast(recurrent, "cuda")
+    return model
+
+
+def recurrence_outside_autocast(module: torch.nn.Module, device_type: str) -> None:
+    """Make `module` (nn.LSTM/GRU/RNN) leave `device_type` autocast and compute in fp32.
+
+    Set on the instance, not by wrapping it, so parameter names and checkpoints do not change.
+    """
+    if getattr(module, "_charlstm_fp32_on", None) == device_type:
+        return
+    forward = type(module).forward
+
+    def fp32_forward(x: torch.Tensor, state=None):
+        with torch.autocast(device_type, enabled=False):
+            if state is not None:
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            return forward(module, x.float(), state)
+
+    module.forward = fp32_forward
+    module._charlstm_fp32_on = device_type
+
+
+def recurrence_dtype(device: torch.device, precision: str) -> str:
+    """The dtype the recurrent kernel computes in for `precision` (resolved) on `device`."""
+    if precision != "bf16" or device.type == "cuda":
+        return "tf32" if device.type == "cuda" and _tf32_rnn(device) else "fp32"
+    return "bf16"
+
+
+def _tf32_rnn(device: torch.device) -> bool:
+    """cuDNN computes fp32 RNNs in TF32 on Ampere and later while cudnn.allow_tf32 is on."""
+    return bool(torch.backends.cudnn.allow_tf32) and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def describe_precision(device: torch.device, precision: str) -> str:
+    """What runs, as the banner and config.json say it: 'bf16' on the CPU; on CUDA
+    'bf16 (recurrence tf32)' or 'fp32 (recurrence tf32)' where TF32 is at work."""
+    inner = recurrence_dtype(device, precision)
+    return precision if inner == precision else f"{precision} (recurrence {inner})"
+
+
+def seeds_per_step(device: torch.device) -> bool:
+    """Whether dropout is reseeded every step (from seed, step and rank) or once a run.
+
+    On the CPU, per step: a resumed run draws the same masks with no generator state to
+    carry, so resume is bit-exact. On CUDA, once: reseeding makes cuDNN rebuild its RNN
+    dropout state (a sync and an init kernel) on the next step, and cuDNN's RNN backward is
+    not deterministic anyway, so there is no exact resume to keep.
+    """
+    return device.type != "cuda"
 
 
 def seed_device(device: torch.device, seed: int) -> None:
@@ -109,3 +190,19 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def batch_to_device(
+    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's token ids as int64 on `device`.
+
+    On CUDA both go through one pinned staging copy, so the host-to-device copy is one
+    asynchronous transfer instead of two pageable ones from the memory-mapped cache (each
+    a wait for the host); PyTorch's pinned-memory cache keeps a staging buffer until its
+    copy is done. Elsewhere it is a plain conversion, as it always was.
+    """
+    if device.type != "cuda":
+        return inputs.to(device, torch.long), targets.to(device, torch.long)
+    both = torch.stack((inputs, targets)).pin_memory().to(device, non_blocking=True).long()
+    return both[0], both[1]

@@ -30,6 +30,31 @@ class Ranks:
         """Rank 0 alone writes checkpoints and logs and reports progress."""
         return self.rank == 0
 
+    @property
+    def node_main(self) -> bool:
+        """Local rank 0 builds what each machine keeps on its own disk (the token cache)."""
+        return self.local_rank == 0
+
+    def place(self, device: torch.device) -> torch.device:
+        """The device this rank computes on: `device` in a one-process run; under torchrun on
+        CUDA, GPU `local_rank` of those this process sees (torchrun's one GPU per process).
+        DDP's device_ids are this device, so model and DDP never disagree."""
+        if self.world == 1 or device.type != "cuda":
+            return device
+        if device.index is not None and device.index != self.local_rank:
+            raise CharlstmError(
+                f"{flag('device')} {device} cannot be used under torchrun, where process {self.local_rank} of "
+                f"each machine uses GPU {self.local_rank}; pass --device cuda and choose GPUs with "
+                "CUDA_VISIBLE_DEVICES"
+            )
+        count = torch.cuda.device_count()
+        if self.local_rank >= count:
+            raise CharlstmError(
+                f"torchrun started process {self.local_rank} on this machine, but it sees {count} GPU(s); "
+                f"use --nproc_per_node {count} or fewer"
+            )
+        return torch.device("cuda", self.local_rank)
+
     def rows(self, batch_size: int) -> slice:
         """This rank's streams of a global batch."""
         share = batch_size // self.world
@@ -54,6 +79,16 @@ class Ranks:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.collective_device())
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.tolist()
+
+    def any(self, flag_: bool, device: torch.device | None = None) -> bool:
+        """Whether any rank's `flag_` is set: every rank must call it, so a rank that finds
+        something wrong (a non-finite state) stops with the others instead of leaving
+        them waiting in a collective it will never join."""
+        if self.world == 1:
+            return flag_
+        tensor = torch.tensor([float(flag_)], device=device or self.collective_device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
@@ -93,7 +128,7 @@ def ranks(device: torch.device) -> Ranks:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         if device.type == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(Ranks(0, world, local_rank).place(device))
         try:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         except (RuntimeError, ValueError) as e:

@@ -124,6 +124,7 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
             "processes": trainer.ranks.world,
             "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
         },
+        kept=f"nothing was trained yet; free space and train again (the empty folder {trainer.run_dir} can go)",
     )
 
 
@@ -160,7 +161,10 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
 def _load_data_in_turn(
     ranks: distributed.Ranks, config: TrainConfig, vocabulary: Vocabulary | None, progress: token_cache.Progress | None
 ) -> Data:
-    """Rank 0 builds the token cache; the other ranks wait for it, then map it."""
-    data = load_data(config, vocabulary, progress) if ranks.main else None
+    """Local rank 0 of each machine builds the token cache on that machine's disk; the other
+    ranks wait for it, then map it. (Rank 0 alone would leave other machines' ranks to
+    build theirs all at once. Where machines share one disk, each builds to a temporary
+    file renamed into place whole, and none removes what another reads: token_cache.)"""
+    data = load_data(config, vocabulary, progress if ranks.main else None) if ranks.node_main else None
     ranks.barrier()
     return data or load_data(config, vocabulary)

@@ -17,12 +17,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
-from charlstm.checkpoint import atomic_write
 from charlstm.corpus import Source, check_vocabulary_size, iter_text
+from charlstm.disk import Sink, atomic_write
 from charlstm.errors import CharlstmError
 from charlstm.tokenizer import Vocabulary, describe_chars
 
@@ -31,6 +30,9 @@ CODE_POINTS = 0x110000
 
 Progress = Callable[[str, int, int], None]
 """Called as progress(stage, bytes done, bytes in all) while a corpus is read."""
+
+_KEPT = "the corpus is untouched; free space in the token cache, or point CHARLSTM_CACHE at a folder with room"
+"""What a failed token-cache write says (`errors.WriteFailed`): the cache is only ever a copy."""
 
 
 def cache_dir() -> Path:
@@ -87,7 +89,7 @@ def load_tokens(
     if missing and not skip_unknown:
         raise CharlstmError(f"{what} has characters the model never saw: {describe_chars(missing)}")
     variant = hashlib.sha256(f"{vocabulary.chars}\0{bool(missing)}".encode("utf-8", "surrogatepass")).hexdigest()
-    path = folder / f"{key}.{variant[:16]}.tokens"
+    path = folder / f"{key}.{scan.sha256[:16]}.{variant[:16]}.tokens"  # names the text: see _remove_stale
     if not path.exists():
         _encode(scan, source, vocabulary, path, bool(missing), progress)
     count = path.stat().st_size // vocabulary.dtype.itemsize
@@ -127,8 +129,7 @@ def _cached_scan(source: Source, meta: Path, progress: Progress | None) -> Scan:
     except (OSError, ValueError, KeyError, TypeError, IndexError, CharlstmError):
         pass
     scan = _scan(source, progress)
-    for stale in meta.parent.glob(f"{meta.stem}.*.tokens"):
-        stale.unlink(missing_ok=True)
+    _remove_stale(meta, scan.sha256)
     position = {f: i for i, f in enumerate(source.files)}
     record = {
         "stamp": stamp,
@@ -138,11 +139,19 @@ def _cached_scan(source: Source, meta: Path, progress: Progress | None) -> Scan:
         "files": [position[f] for f in scan.files],
         "skipped": scan.skipped,
     }
-    try:
-        atomic_write(meta, json.dumps(record).encode("utf-8", "surrogatepass"))
-    except OSError as e:
-        raise _cannot_write(meta, e) from e
+    atomic_write(meta, json.dumps(record).encode("utf-8", "surrogatepass"), kept=_KEPT)
     return scan
+
+
+def _remove_stale(meta: Path, sha256: str) -> None:
+    """Delete this source's token files for text it no longer holds, never those of its
+    current text: another process (a rank of the same launch, another machine on a shared
+    disk, a second run) may be mapping one, or about to, and the text it encodes is the
+    same. A token file's name carries the hash of the text it encodes, so this can tell."""
+    current = f"{meta.stem}.{sha256[:16]}."
+    for stale in meta.parent.glob(f"{meta.stem}.*.tokens"):
+        if not stale.name.startswith(current):
+            stale.unlink(missing_ok=True)
 
 
 def _texts(source: Source, file: Path, on_read: Callable[[int], None]) -> Iterator[str]:
@@ -209,7 +218,7 @@ def _encode(
     lookup = torch.full((CODE_POINTS,), -1, dtype=torch.int32)
     lookup[code_points(vocabulary.chars)] = torch.arange(len(vocabulary), dtype=torch.int32)
 
-    def write(f: BinaryIO) -> None:
+    def write(f: Sink) -> None:
         written = 0
         for file in scan.files:
             for piece in _texts(source, file, meter):
@@ -223,11 +232,4 @@ def _encode(
         if written != scan.characters:
             raise CharlstmError(f"corpus {source.name} changed while it was read; run again")
 
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise _cannot_write(path, e) from e
-
-
-def _cannot_write(path: Path, error: OSError) -> CharlstmError:
-    return CharlstmError(f"cannot write the token cache {path}: {error.strerror}; set CHARLSTM_CACHE")
+    atomic_write(path, write, needed=scan.characters * vocabulary.dtype.itemsize, kept=_KEPT)

@@ -23,10 +23,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from charlstm import checkpoint, corpus, distributed, history, token_cache
+from charlstm import checkpoint, corpus, disk, distributed, history, token_cache
 from charlstm.config import ModelConfig, SamplingConfig, TrainConfig
-from charlstm.device import autocast, resolve_device, resolve_precision, seed_device
-from charlstm.errors import CharlstmError
+from charlstm.device import (
+    autocast,
+    batch_to_device,
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+    seed_device,
+    seeds_per_step,
+)
+from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import CharLSTM
 from charlstm.sample import default_prime, generate
 from charlstm.tokenizer import Vocabulary
@@ -78,7 +86,7 @@ def evaluate_tokens(
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
     batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
-    total, count = stream_loss(model.to(device_), batches, device_, precision).tolist()
+    total, count = stream_loss(prepare_model(model, device_), batches, device_, precision).tolist()
     loss = total / count
     return {
         "loss": loss,
@@ -105,6 +113,41 @@ def evaluate_corpus(
     source = corpus.find_source(text, encoding)
     loaded = token_cache.load_tokens(source, vocabulary, skip_unknown, f"corpus {text}", progress)
     return {"checkpoint": str(path), "corpus": str(text)} | evaluate_tokens(model, loaded.tokens, device, precision)
+
+
+class SpreadStreams:
+    """`streams` stretches of a token array, spread evenly over it, read side by side
+    `seq_len` characters a window with state carried: a fixed sample of a long held-out
+    split. The same characters every time, so validation curves stay comparable, and
+    spread out, so the sample is not one part of the text. Quacks like `StreamBatches`."""
+
+    def __init__(self, tokens: torch.Tensor, streams: int, seq_len: int, chars: int):
+        length = max(1, chars // streams)  # characters scored per stream
+        gap = (len(tokens) - 1 - length) // max(streams - 1, 1)
+        index = (torch.arange(streams) * gap)[:, None] + torch.arange(length + 1)
+        chunks = torch.as_tensor(tokens[index])
+        self.inputs, self.targets = chunks[:, :-1], chunks[:, 1:]
+        self.seq_len = seq_len
+        self.windows = math.ceil(length / seq_len)
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def batch(self, step: int) -> corpus.Batch:
+        cols = slice(step * self.seq_len, (step + 1) * self.seq_len)
+        return corpus.Batch(self.inputs[:, cols], self.targets[:, cols], carry_state=step != 0)
+
+
+def validation_batches(
+    tokens: torch.Tensor, streams: int, seq_len: int, chars: int
+) -> corpus.StreamBatches | SpreadStreams:
+    """What a periodic evaluation scores: the whole split when `chars` is 0 or the split
+    is no longer than that (a small corpus's numbers stay as they were), else `chars`
+    characters of it in `streams` stretches spread over it (`SpreadStreams`)."""
+    whole = corpus.validation_streams(tokens, streams, seq_len)
+    if chars == 0 or whole.targets.numel() <= chars:
+        return whole
+    return SpreadStreams(tokens, min(streams, max(1, chars // seq_len)), seq_len, chars)
 
 
 class TrainListener:
@@ -163,16 +206,16 @@ class Trainer:
         ranks: distributed.Ranks | None = None,
     ):
         self.config, self.data, self.run_dir = config, data, run_dir
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
         self.ranks = ranks or distributed.Ranks()
+        self.device = self.ranks.place(resolve_device(config.device))
+        self.precision = resolve_precision(config.precision, self.device)
         self.ranks.check_batch(config.batch_size)
         self.rows = self.ranks.rows(config.batch_size)
         torch.manual_seed(config.seed)
-        self.model = CharLSTM(model_config).to(self.device)
+        self.model = prepare_model(CharLSTM(model_config), self.device)
         self.forward = self.model
         if self.ranks.world > 1:
-            ids = [self.ranks.local_rank] if self.device.type == "cuda" else None
+            ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "embedding" in n]
@@ -185,12 +228,19 @@ class Trainer:
         else:
             self.batches = corpus.RandomBatches(data.train, config.batch_size, config.seq_len, config.seed)
         self.val_batches = (
-            corpus.validation_streams(data.val, config.batch_size, config.seq_len) if config.val_frac > 0 else None
+            validation_batches(data.val, config.batch_size, config.seq_len, config.val_chars)
+            if config.val_frac > 0
+            else None
         )
         self.step = 0
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # seconds spent in training steps
+        self.evaluating = 0.0  # seconds spent evaluating, checkpointing and sampling, also on --max-time
+        self.reserve = 0.0  # the last evaluation's seconds, kept back from a time budget for the final one
+        self.session_steps, self.session_time = 0, 0.0  # trained since this process started or resumed
         self.best_val_loss = math.inf
         self.stop_requested = False
+        self.full_val_loss: float | None = None
+        self.seeded = False
         self.sizing: Sizing | None = None  # set by runs.start when budget sizing chose the shape
         self.clock = time.perf_counter  # what the loop times steps with (tests hand in their own)
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
@@ -204,18 +254,20 @@ class Trainer:
         if c.max_steps:
             progress = max(progress, self.step / c.max_steps)
         if c.max_time:
-            progress = max(progress, self.elapsed / c.max_time)
+            progress = max(progress, self.budget_spent() / c.max_time)
         progress = min(progress, 1.0)
         return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def train_step(self) -> torch.Tensor:
         batch = self.batches.batch(self.step)
-        inputs = batch.inputs[self.rows].to(self.device, torch.long, non_blocking=True)
-        targets = batch.targets[self.rows].to(self.device, torch.long, non_blocking=True)
+        inputs, targets = batch_to_device(batch.inputs[self.rows], batch.targets[self.rows], self.device)
         state = self.state if batch.carry_state else self.model.initial_state(inputs.shape[0], self.device)
         # Dropout's randomness is addressed by (seed, step, rank) like the batches, so a
-        # resumed run draws the same masks with no generator state to carry.
-        seed_device(self.device, self.config.seed * 1_000_003 + self.step * 1_009 + self.ranks.rank)
+        # resumed run draws the same masks with no generator state to carry; on CUDA only
+        # the first step of a run seeds (device.seeds_per_step says why).
+        if seeds_per_step(self.device) or not self.seeded:
+            seed_device(self.device, self.config.seed * 1_000_003 + self.step * 1_009 + self.ranks.rank)
+            self.seeded = True
         self.model.train()
         with autocast(self.device, self.precision):
             logits, state = self.forward(inputs, state)
@@ -231,18 +283,47 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
-    def evaluate(self) -> float | None:
-        """Mean loss in nats per character over the whole validation split (each rank
-        scores every world-th stream)."""
+    def evaluate(self, whole: bool = False) -> float | None:
+        """Mean loss in nats per character over the validation characters a periodic
+        evaluation scores (`val_chars`; with `whole`, the whole split). Each rank scores
+        every world-th stream."""
         if self.val_batches is None:
             return None
+        batches = self.val_batches
+        if whole:
+            batches = corpus.validation_streams(self.data.val, self.config.batch_size, self.config.seq_len)
         rows = slice(self.ranks.rank, None, self.ranks.world)
-        total, count = self.ranks.sum(stream_loss(self.model, self.val_batches, self.device, self.precision, rows))
+        total, count = self.ranks.sum(stream_loss(self.model, batches, self.device, self.precision, rows))
         return float(total / count)
 
+    def validation_scored(self) -> dict[str, Any]:
+        """How much of the held-out split each evaluation scores, as config.json and the header say it."""
+        if self.val_batches is None:
+            return {"characters": 0, "of": len(self.data.val), "whole": False}
+        scored = self.val_batches.targets.numel()
+        return {
+            "characters": scored,
+            "of": len(self.data.val),
+            "whole": isinstance(self.val_batches, corpus.StreamBatches),
+            "full_at_end": self.config.full_val_at_end,
+        }
+
+    def budget_spent(self) -> float:
+        """Seconds of --max-time used: training, and (in one process) evaluating, checkpointing and sampling."""
+        return self.elapsed + self.evaluating
+
     def finished(self) -> bool:
+        """The step budget is reached, or the time budget is, keeping back what the last
+        evaluation took for the final one, so the run ends within --max-time."""
         c = self.config
-        return bool((c.max_steps and self.step >= c.max_steps) or (c.max_time and self.elapsed >= c.max_time))
+        return bool(
+            (c.max_steps and self.step >= c.max_steps)
+            or (c.max_time and self.budget_spent() + self.reserve >= c.max_time)
+        )
+
+    def steps_per_second(self) -> float | None:
+        """Training steps per second of training time since this process started or resumed."""
+        return round(self.session_steps / self.session_time, 2) if self.session_time > 0 else None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs; in a distributed run the carried state of every rank's
@@ -258,6 +339,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "step": self.step,
                 "elapsed": self.elapsed,
+                "evaluating": self.evaluating,
                 "best_val_loss": self.best_val_loss,
                 "carried_state": carried,
                 "corpus_sha256": self.data.sha256,
@@ -278,29 +360,74 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.step, self.elapsed = resume["step"], resume["elapsed"]
+        self.evaluating = resume.get("evaluating", 0.0)  # checkpoints from before it counted only training
         self.best_val_loss = resume["best_val_loss"]
         self.state = tuple(s[:, self.rows].to(self.device) for s in resume["carried_state"])
 
     def save(self, name: str, stopping: bool = False) -> Path:
         """Save atomically; Ctrl-C waits until the write is done. When `stopping`
         (the save that answers a Ctrl-C), another Ctrl-C asks for nothing new."""
-        for s in self.state:
-            if not torch.isfinite(s).all():
-                raise CharlstmError(f"the hidden state is not finite at step {self.step}; not saving over {name}")
+        finite = all(bool(torch.isfinite(s).all()) for s in self.state)
+        if self.ranks.any(not finite):  # every rank asks, so all stop together
+            raise CharlstmError(f"the hidden state is not finite at step {self.step}; not saving over {name}")
         path = self.run_dir / name
+        failure = None
         if self.ranks.main:
             with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
-                checkpoint.save_atomic(self.state_dict(), path)
+                try:
+                    checkpoint.save_atomic(self.state_dict(), path)
+                except WriteFailed as e:
+                    failure = e
         else:
             self.carried_state()  # rank 0's gather needs every rank; only rank 0 writes
-        self.ranks.barrier()
+        self._stop_if_write_failed(failure)  # every rank waits for rank 0's write here
         return path
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        if not self.ranks.main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """One line of metrics.jsonl, written whole or not at all (`disk.append_line`)."""
+        failure = None
+        if self.ranks.main:
+            try:
+                disk.append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
+            except WriteFailed as e:
+                failure = e
+        self._stop_if_write_failed(failure)
+
+    def _stop_if_write_failed(self, failure: WriteFailed | None) -> None:
+        """A file of the run could not be written (a full disk): training stops as after a
+        Ctrl-C, with one line saying which checkpoints are intact and how to resume. In a
+        distributed run every rank learns of rank 0's failure, so all stop together."""
+        if failure is not None:
+            failure = failure.keeping(self.kept_after_failure())
+        if self.ranks.world > 1:
+            shared = self.ranks.share(failure.fields() if failure else None)
+            failure = failure or (WriteFailed(**shared) if shared else None)
+        if failure is not None:
+            raise failure
+
+    def kept_after_failure(self) -> str:
+        """What a failed write left of the run, read back from disk, and what to do next."""
+        kept = [
+            f"{name} from step {step}"
+            for name in (checkpoint.LAST, checkpoint.BEST)
+            if (step := checkpoint.saved_step(self.run_dir / name)) is not None
+        ]
+        if not kept:
+            return "no checkpoint of this run was saved yet; free space and train again"
+        return (
+            f"{' and '.join(kept)} {'is' if len(kept) == 1 else 'are'} intact; "
+            f"free space and resume with: charlstm train --resume {self.run_dir}"
+        )
+
+    def checkpoint_bytes(self) -> int:
+        """About how big each of this run's checkpoints is (checkpoint.checkpoint_bytes)."""
+        carried = sum(s.numel() for s in self.state) * self.ranks.world
+        return checkpoint.checkpoint_bytes(sum(p.numel() for p in self.model.parameters()), carried)
+
+    def space_warning(self) -> str | None:
+        """A line to show before training when the run folder's disk is short of room for
+        two checkpoints (checkpoint.space_warning); None when there is room."""
+        return checkpoint.space_warning(self.run_dir, self.checkpoint_bytes())
 
     def sample_text(self, length: int = 200) -> str:
         model = self.model.eval()
@@ -321,12 +448,45 @@ class Trainer:
         }
         if val_loss is not None:
             record |= {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
+        record |= self.rate_record()
         self.log_metrics(record)
         self.save(checkpoint.LAST)
         if improved:
             self.save(checkpoint.BEST)
         self.record_status("running")
         listener.evaluated(self.step, val_loss, improved)
+
+    def rate_record(self) -> dict[str, Any]:
+        """metrics.jsonl's check of the sizing probe: the steps/s achieved so far, and the
+        steps/s the probe predicted for this shape when budget sizing chose it."""
+        record: dict[str, Any] = {"steps_per_second": self.steps_per_second()}
+        if self.sizing is not None:
+            record["predicted_steps_per_second"] = self.sizing.predicted()
+        return record
+
+    def final_evaluation(self, listener: TrainListener) -> None:
+        """With `full_val_at_end`, the whole split scored once more when a run ends (when
+        periodic evaluations scored only part of it): the exact figure, in metrics.jsonl."""
+        if not self.config.full_val_at_end or self.val_batches is None:
+            return
+        if isinstance(self.val_batches, corpus.StreamBatches):
+            return  # the periodic evaluations already scored all of it
+        loss = self.evaluate(whole=True)
+        self.log_metrics({"step": self.step, "full_val_loss": loss, "full_val_bpc": loss / math.log(2)})
+        self.full_val_loss = loss
+
+    def record_achieved_rate(self) -> None:
+        """config.json's sized_for_budget gains the steps/s the run achieved, beside the prediction."""
+        rate = self.steps_per_second()
+        if self.sizing is None or not self.ranks.main or rate is None:
+            return
+        path = self.run_dir / "config.json"
+        try:
+            written = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # config.json is the run's record, not something training needs
+        written["sized_for_budget"]["achieved_steps_per_second"] = rate
+        checkpoint.write_json(path, written)
 
     def record_status(self, state: str, error: str | None = None) -> None:
         """status.json, which `charlstm runs` reads: running (rewritten after each evaluation,
@@ -350,7 +510,11 @@ class Trainer:
             self.record_status("failed", str(e) or type(e).__name__)
             raise
         self.record_status("finished")
-        return {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
+        self.record_achieved_rate()
+        result = {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
+        if self.full_val_loss is not None:
+            result["full_val_loss"] = self.full_val_loss
+        return result
 
     def _loop(self, listener: TrainListener) -> None:
         c = self.config
@@ -358,16 +522,23 @@ class Trainer:
         loss_sum, loss_count, last_loss = torch.zeros((), device=self.device), 0, None
         tick, tick_step = self.clock(), self.step
         clock = self.clock()
+        agreement = _Agreement(self.step, self.elapsed)
         while not self.finished():
             loss_sum += self.train_step()
             loss_count += 1
             now = self.clock()
-            self.elapsed += now - clock
+            self.session_steps += 1
+            self.session_time += now - clock
+            if self.ranks.world == 1:
+                self.elapsed += now - clock
+            else:
+                agreement.pending += now - clock
+                if agreement.due(self.step, c):
+                    self.elapsed, stop = self.ranks.agree(self.elapsed + agreement.pending, float(self.stop_requested))
+                    agreement.agreed(self.step, self.elapsed, c)
+                    if stop:
+                        raise KeyboardInterrupt
             clock = now
-            if self.ranks.world > 1:
-                self.elapsed, stop = self.ranks.agree(self.elapsed, float(self.stop_requested))
-                if stop:
-                    raise KeyboardInterrupt
             if self.step % 10 == 0 or self.finished():
                 last_loss = float(self.ranks.sum(loss_sum)) / (loss_count * self.ranks.world)
                 if not math.isfinite(last_loss):
@@ -387,7 +558,18 @@ class Trainer:
                     listener.sampled(self.step, text)
                 clock = tick = self.clock()
                 tick_step = self.step
+                self._count_evaluation(clock - now)
         self.checkpoint_and_evaluate(listener, last_loss)
+        self.final_evaluation(listener)
+
+    def _count_evaluation(self, seconds: float) -> None:
+        """An evaluation's seconds count on --max-time, and the longest recent one is kept
+        back from it for the final evaluation. Only in one process: every rank of a
+        distributed run must reach the same stop from agreed values alone, and the
+        evaluation's time is each rank's own (there --max-time counts training time)."""
+        if self.ranks.world == 1:
+            self.evaluating += seconds
+            self.reserve = seconds
 
     @contextmanager
     def _stop_requests(self):
@@ -406,6 +588,36 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+AGREE_EVERY = 10
+"""In a distributed run, the ranks agree on (elapsed, stop) at most this many steps apart."""
+
+
+class _Agreement:
+    """When the ranks of a distributed run next agree on elapsed time and a stop request.
+
+    Agreeing is a collective and two host syncs, so it is not done every step: every
+    AGREE_EVERY steps, at every evaluation (so checkpoints hold agreed time), at the step
+    budget, and every step once the time budget is within two agreements' worth of steps.
+    Every rank computes the schedule from agreed values alone, so all ranks join each
+    agreement; between agreements the learning rate reads the last agreed time, the same
+    on every rank. A time budget is thus still met at the first step that passes it.
+    """
+
+    def __init__(self, step: int, elapsed: float):
+        self.step, self.elapsed, self.pending = step, elapsed, 0.0
+        self.next = step + 1
+
+    def due(self, step: int, config: TrainConfig) -> bool:
+        return step >= self.next or step % config.eval_every == 0 or bool(config.max_steps and step >= config.max_steps)
+
+    def agreed(self, step: int, elapsed: float, config: TrainConfig) -> None:
+        step_time = (elapsed - self.elapsed) / max(step - self.step, 1)
+        gap = AGREE_EVERY
+        if config.max_time and step_time > 0:
+            gap = min(gap, max(1, int((config.max_time - elapsed) / step_time / 2)))
+        self.step, self.elapsed, self.pending, self.next = step, elapsed, 0.0, step + gap
 
 
 @contextmanager
