@@ -128,13 +128,14 @@ def line_chart(
     y_format: Callable[[float], str] = _number,
     point_label: Callable[[Series, float, float], str] | None = None,
     with_key: bool = True,
+    y_from_zero: bool = False,
 ) -> str:
     """An SVG line chart: axes with ticks and labels, one path per series with a circle per
     point (its <title> shows on hover), and a legend beneath (runs by colour; line styles)."""
     points = [p for s in series for p in s.points]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_tick_values = x_ticks(min([*xs, 0.0]), max(xs, default=1.0))
-    y_tick_values = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
+    y_tick_values = nice_ticks(0.0 if y_from_zero else min(ys, default=0.0), max(ys, default=1.0))
     x0, x1 = x_tick_values[0], x_tick_values[-1]
     y0, y1 = y_tick_values[0], y_tick_values[-1]
     plot_w = WIDTH - LEFT - RIGHT
@@ -281,6 +282,7 @@ def render_html(runs: list[history.Run], title: str | None = None) -> str:
             legend,
             y_format=lambda v: f"{v:.3g}",
             with_key=False,
+            y_from_zero=True,
         ),
         "<p class='hint'>As recorded at each evaluation: warmup, then cosine decay over the step or time "
         "budget.</p></section>",

@@ -48,6 +48,7 @@ def test_two_runs_share_one_chart_with_a_legend_and_their_sample_timelines(brows
     assert step_chart.locator(".y-axis .label").text_content() == "bits/char"
     assert step_chart.locator(".x-axis .label").text_content() == "step"
     assert page.locator("#loss-by-time .x-axis .label").text_content() == "time trained"
+    assert page.locator("#learning-rate .y-axis text").first.text_content() == "0", "the rate is drawn from zero"
     legend = step_chart.locator(".legend text").all_text_contents()
     assert legend == ["text-lstm (lstm 2x64)", "text-gru (gru 2x64)", "validation", "training"]
     assert page.title() == "charlstm report: 2 runs compared"
