@@ -15,22 +15,23 @@ A checkpoint is one `torch.save` file of plain values and tensors, so
 
 A run folder holds last.pt, best.pt (lowest validation loss), metrics.jsonl and
 config.json. Saving writes a temporary file beside the target, fsyncs it and renames it
-over the target (`atomic_write`), so a crash at any instant leaves the previous file whole.
+over the target (`disk.atomic_write`), so a crash at any instant leaves the previous file
+whole, and a full or failing disk is one line (`errors.WriteFailed`) that says what was kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 import pickle
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
-from charlstm.errors import CharlstmError
+from charlstm import disk
+from charlstm.disk import atomic_write  # the one writer for every file charlstm keeps
+from charlstm.errors import REASONS, CharlstmError, WriteFailed, size_text
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
 
@@ -39,39 +40,98 @@ LAST, BEST = "last.pt", "best.pt"
 DEFAULT_ROOT = Path("checkpoints")
 
 
-def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write `content` (bytes, or a function that writes into the open file) to `path` so
-    that `path` is always either the old file or the whole new one.
+def save_atomic(payload: dict[str, Any], path: Path, kept: str | None = None) -> None:
+    """Save a checkpoint so that `path` is always either the old or the new file; a failed
+    write raises `WriteFailed` (by default saying the previous file is intact).
 
-    Every file charlstm keeps is written this way: checkpoints, config.json, the token
-    cache. The new content goes to a temporary file in the same folder (one file system, so
-    the rename is atomic), is flushed and fsynced, then `os.replace`s `path`; the folder is
-    fsynced so the rename itself survives a power cut. On any failure the temporary file is
-    removed and `path` is untouched; an OSError is left for the caller to word.
+    PyTorch's zip writer answers a short write with its own RuntimeError ("[enforce fail at
+    inline_container.cc] unexpected pos ..."); `disk.atomic_write` keeps the operating
+    system's error from under it, and a writer failure with no such error is still worded.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(content, bytes):
-                f.write(content)
-            else:
-                content(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Save a checkpoint so that `path` is always either the old or the new file."""
+    needed = payload_bytes(payload)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as e:
-        raise CharlstmError(f"could not save {path}: {e.strerror or e}; the previous file is intact") from e
+        raise disk.failed(path, e, needed, kept) from e
+
+    def write(sink: disk.Sink) -> None:
+        try:
+            torch.save(payload, sink)
+        except OSError as e:
+            if sink.error is None:
+                raise disk.failed(path, e, needed) from e
+            raise
+        except RuntimeError as e:
+            if sink.error is None and any(mark in str(e) for mark in WRITER_FAILURES):
+                raise _writer_failed(path, e, needed, sink) from e
+            raise
+
+    atomic_write(path, write, needed, kept)
+
+
+WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "unexpected pos", "file write failed")
+"""What PyTorch's RuntimeError says when its zip writer could not write."""
+
+
+def _writer_failed(path: Path, error: RuntimeError, needed: int, sink: disk.Sink) -> WriteFailed:
+    """PyTorch's writer stopped with no error from the disk: out of space if the space free
+    (counting the temporary file, which is about to go) is less than the checkpoint needs."""
+    free = disk.free_space(path.parent)
+    if free is not None:
+        free += sink.tell()
+        if free < needed:
+            return WriteFailed(path, REASONS[errno.ENOSPC], needed, free, code=errno.ENOSPC)
+    return WriteFailed(path, f"PyTorch's writer failed ({str(error).splitlines()[0]})", needed)
+
+
+def payload_bytes(payload: Any) -> int:
+    """About how many bytes `torch.save(payload)` writes: its tensors' storage, plus a little
+    for the pickle and the zip records around them."""
+    seen: set[int] = set()
+
+    def walk(value: Any) -> int:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            if storage.data_ptr() in seen:
+                return 0
+            seen.add(storage.data_ptr())
+            return storage.nbytes() + 128
+        if isinstance(value, dict):
+            return sum(walk(k) + walk(v) for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return sum(walk(v) for v in value)
+        return 16
+
+    return walk(payload) + 4096
+
+
+def checkpoint_bytes(parameters: int, carried: int = 0) -> int:
+    """About how big a resumable checkpoint is for a float32 model of `parameters`
+    parameters: the weights and AdamW's two moments for each, the carried state (elements),
+    and the pickle and zip records around them."""
+    return 4 * (3 * parameters + carried) + 64 * 1024
+
+
+def space_warning(folder: Path, size: int) -> str | None:
+    """One line when `folder` has clearly less room than two checkpoints of `size` bytes
+    (last.pt and best.pt; a save also needs room for its temporary copy), else None."""
+    free = disk.free_space(folder)
+    if free is None or free >= 2 * size:
+        return None
+    return (
+        f"only {size_text(free)} free in {folder}, and a checkpoint of this model takes about "
+        f"{size_text(size)} (a run keeps last.pt and best.pt): saves may fail; free space first"
+    )
+
+
+def saved_step(path: Path) -> int | None:
+    """The training step of the checkpoint at `path`, read back (memory-mapped, so the
+    weights are not read); None if there is none or it cannot be read whole."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["resume"]["step"])
+    except Exception:  # missing, damaged or weights-only: not a checkpoint to resume from
+        return None
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -82,20 +142,6 @@ def remove_stale_temporaries(run_dir: Path) -> None:
     """
     for stale in run_dir.glob(".*.pt.*.tmp"):
         stale.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -160,9 +206,6 @@ def newest_run(root: Path = DEFAULT_ROOT) -> Path:
     return max(runs, key=lambda d: max(f.stat().st_mtime for f in d.glob("*.pt")))
 
 
-def write_json(path: Path, value: dict[str, Any]) -> None:
-    """A readable JSON file (config.json), written whole or not at all."""
-    try:
-        atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
-    except OSError as e:
-        raise CharlstmError(f"could not write {path}: {e.strerror or e}") from e
+def write_json(path: Path, value: dict[str, Any], kept: str | None = None) -> None:
+    """A readable JSON file (config.json), written whole or not at all (`WriteFailed` says `kept`)."""
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode(), kept=kept)

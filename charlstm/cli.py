@@ -96,6 +96,12 @@ def train(
     eval_every: Annotated[int | None, _train_option("eval_every", "Steps between validation + checkpoint.")] = None,
     sample_every: Annotated[int | None, _train_option("sample_every", "Steps between samples; 0 = off.")] = None,
     val_frac: Annotated[float | None, _train_option("val_frac", "Fraction of the text (its tail) held out.")] = None,
+    val_chars: Annotated[
+        int | None, _train_option("val_chars", "Held-out chars each evaluation scores (the same ones); 0 = all.")
+    ] = None,
+    full_val_at_end: Annotated[
+        bool | None, _train_option("full_val_at_end", "Also score the whole held-out split when the run ends.")
+    ] = None,
     seed: Annotated[int | None, _train_option("seed", "Seed for weights, dropout and batches.")] = None,
     device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, _train_option("precision", "auto (bf16 where native), fp32 or bf16.")] = None,
@@ -133,6 +139,8 @@ def train(
             checkpoints,
             reading,
         )
+    if trainer.ranks.main and (short_of_space := trainer.space_warning()):
+        print(f"charlstm: warning: {short_of_space}", file=sys.stderr)
     try:
         result = trainer.run(listener if trainer.ranks.main else None)
     finally:
@@ -411,16 +419,10 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same text.")] = 0,
 ) -> None:
     """Write a synthetic corpus with long-range dependencies (where a plain RNN fails)."""
-    from charlstm.synthetic import make
+    from charlstm.synthetic import make, write
 
     text, probes = make(task, chars, seed)
-    try:
-        with open(out, "x", encoding="utf-8") as f:
-            f.write(text)
-    except FileExistsError:
-        raise CharlstmError(f"{out} exists; charlstm never overwrites a corpus, choose another name") from None
-    except OSError as e:
-        raise CharlstmError(f"cannot write {out}: {e.strerror}") from None
+    write(out, text)
     print(f"wrote {out}: {len(text):,} characters, {len(probes):,} long-range predictions")
 
 
@@ -656,7 +658,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"charlstm: {e}; continue with: charlstm train --resume {e.path.parent}", file=sys.stderr)
             code = EXIT_INTERRUPTED
         elif isinstance(e, CharlstmError):
-            _report(str(e))
+            from charlstm.errors import WriteFailed
+
+            if not (isinstance(e, WriteFailed) and os.environ.get("RANK", "0") != "0"):  # rank 0 says it once
+                _report(str(e))
             code = EXIT_ERROR
         else:
             _report(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")

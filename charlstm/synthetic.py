@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
+from charlstm import disk
 from charlstm.errors import CharlstmError
 
 KEYS = "ABCDEFGH"
@@ -79,3 +81,11 @@ def make(task: str, chars: int, seed: int = 0) -> tuple[str, list[Probe]]:
     if chars < 1:
         raise CharlstmError(f"--chars must be at least 1, got {chars}")
     return TASKS[task](chars, seed)
+
+
+def write(out: Path, text: str) -> None:
+    """Save a generated corpus to `out`, whole or not at all (`disk.atomic_write`: a full disk
+    is one line and leaves no partial file); an existing file is never replaced."""
+    if out.exists():
+        raise CharlstmError(f"{out} exists; charlstm never overwrites a corpus, choose another name")
+    disk.atomic_write(out, text.encode("utf-8"), mode=0o666)
