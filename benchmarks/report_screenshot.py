@@ -1,6 +1,7 @@
 """Render an inspect-gates HTML report in headless Chromium and save a screenshot, to see
 that the page a user opens actually draws (heat-maps, scatter plot, tables), and time the
 trace. Needs Chromium (Debian: `apt-get install chromium`); without it, says so and exits 0.
+The pictures docs/ shows are made by docs/make_pictures.py.
 
     python benchmarks/report_screenshot.py --checkpoint checkpoints/RUN --out /tmp/report.png
 """
