@@ -35,6 +35,8 @@ class TrainingPrinter(TrainListener):
         self.message(run_line(trainer))
         if trainer.sizing:
             self.message(sizing_line(trainer))
+        if precision := precision_line(trainer):
+            self.message(precision)
         if trainer.step:
             self.message(
                 f"resumed at step {trainer.step} ({trainer.elapsed:.0f} s trained, best val "
@@ -79,6 +81,8 @@ class TrainingPrinter(TrainListener):
             if math.isfinite(result["best_val_loss"])
             else "no validation"
         )
+        if "full_val_loss" in result:
+            best += f"; whole validation split {result['full_val_loss']:.4f} nats/char"
         self.message(f"done: {result['step']} steps in {result['elapsed']:.0f} s, {best}; run {run_dir}")
         self.message(f"sample it: charlstm sample --checkpoint {run_dir}")
 
@@ -107,20 +111,38 @@ def run_line(trainer: Trainer) -> str:
         f"run {trainer.run_dir} | {m.cell} {m.layers}x{m.hidden}, {parameter_count(trainer.model):,} parameters, "
         f"batch {c.batch_size}x{c.seq_len} | "
         f"corpus {data.name}{f' ({data.files} files)' if data.files > 1 else ''}: "
-        f"{len(data.train):,} train / {len(data.val):,} val chars, "
+        f"{len(data.train):,} train / {len(data.val):,} val chars{validation_note(trainer)}, "
         f"vocabulary {len(data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
         f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
     )
+
+
+def validation_note(trainer: Trainer) -> str:
+    """' (each evaluation scores 131,072 of them)' when evaluations score part of the split."""
+    scored = trainer.validation_scored()
+    if scored["whole"] or not scored["characters"]:
+        return ""
+    end = "; all of them at the end" if scored["full_at_end"] else "; --val-chars 0 for all"
+    return f" (each evaluation scores the same {scored['characters']:,} of them{end})"
+
+
+def precision_line(trainer: Trainer) -> str | None:
+    """What --precision auto chose and why, when a run timed it without sizing."""
+    choice = trainer.precision_choice
+    if choice is None or trainer.sizing is not None:
+        return None
+    return f"precision auto: {choice.chosen} ({choice.reason})"
 
 
 def sizing_line(trainer: Trainer) -> str:
     """What budget sizing chose and the speeds it measured."""
     c, m, sizing = trainer.config, trainer.model.config, trainer.sizing
     tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in sizing.steps_per_second.items())
+    chosen = f"; precision {sizing.precision.chosen} ({sizing.precision.reason})" if sizing.precision else ""
     return (
         f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
         f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {sizing.seconds:.1f} s: "
-        f"{tried}); --hidden or --batch-size fixes them"
+        f"{tried}){chosen}; --hidden or --batch-size fixes them"
     )
 
 

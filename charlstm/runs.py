@@ -24,7 +24,9 @@ from charlstm.train import Data, Trainer, load_data
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_time", "eval_every", "sample_every", "device"})
+RESUMABLE_CHANGES = frozenset(
+    {"max_steps", "max_time", "eval_every", "sample_every", "device", "val_chars", "full_val_at_end"}
+)
 
 # Options by which a user chooses the model's size or the batch themselves; with none of
 # them (nor --init-from), a time-budgeted run is sized for its budget.
@@ -97,12 +99,16 @@ def start(
         model_options = source_options
     data = _load_data_in_turn(ranks, config, vocabulary, progress)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
-    sizing = None
+    sizing, precision_choice = None, None
     if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
         model_config, config, sizing = budget.size_for_budget(model_config, config, data)
+        precision_choice = sizing.precision
+    elif ranks.world == 1:  # ranks of a distributed run could time differently and disagree
+        config, precision_choice = budget.confirm_auto_precision(model_config, config, data)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
     trainer = Trainer(model_config, config, data, run_dir, ranks)
     trainer.sizing = sizing
+    trainer.precision_choice = precision_choice
     if source_model is not None:
         trainer.model.load_state_dict(source_model.state_dict())
     if ranks.main:
@@ -123,6 +129,8 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
             "init_from": init_from,
             "processes": trainer.ranks.world,
             "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
+            "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
+            "validation": trainer.validation_scored(),
         },
         kept=f"nothing was trained yet; free space and train again (the empty folder {trainer.run_dir} can go)",
     )

@@ -40,7 +40,7 @@ from charlstm.sample import default_prime, generate
 from charlstm.tokenizer import Vocabulary
 
 if TYPE_CHECKING:
-    from charlstm.budget import Sizing
+    from charlstm.budget import PrecisionChoice, Sizing
 
 
 def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
@@ -242,6 +242,7 @@ class Trainer:
         self.full_val_loss: float | None = None
         self.seeded = False
         self.sizing: Sizing | None = None  # set by runs.start when budget sizing chose the shape
+        self.precision_choice: PrecisionChoice | None = None  # set by runs.start when --precision auto was timed
         self.clock = time.perf_counter  # what the loop times steps with (tests hand in their own)
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
@@ -448,7 +449,7 @@ class Trainer:
         }
         if val_loss is not None:
             record |= {"val_loss": val_loss, "val_bpc": val_loss / math.log(2)}
-        record |= self.rate_record()
+        record |= self.rate_record() | {"evaluating": round(self.evaluating, 2)}
         self.log_metrics(record)
         self.save(checkpoint.LAST)
         if improved:
@@ -550,7 +551,7 @@ class Trainer:
                 listener.stepped(self.step, last_loss, speed)
                 loss_sum.zero_()
                 loss_count, tick, tick_step = 0, now, self.step
-            if self.step % c.eval_every == 0 and not self.finished():
+            if self.step % c.eval_every == 0 and not self.finished() and self._room_for_two_evaluations():
                 self.checkpoint_and_evaluate(listener, last_loss)
                 if c.sample_every and self.step % c.sample_every == 0 and self.ranks.main:
                     text = self.sample_text()
@@ -559,8 +560,17 @@ class Trainer:
                 clock = tick = self.clock()
                 tick_step = self.step
                 self._count_evaluation(clock - now)
+        began = self.clock()
         self.checkpoint_and_evaluate(listener, last_loss)
+        self._count_evaluation(self.clock() - began)
         self.final_evaluation(listener)
+
+    def _room_for_two_evaluations(self) -> bool:
+        """Whether a periodic evaluation now still leaves room in --max-time for the final one
+        (each reckoned to take as long as the last did); when not, the run skips it and
+        trains on, and the final evaluation comes within that time."""
+        c = self.config
+        return not c.max_time or self.budget_spent() + 2 * self.reserve < c.max_time
 
     def _count_evaluation(self, seconds: float) -> None:
         """An evaluation's seconds count on --max-time, and the longest recent one is kept

@@ -1,0 +1,158 @@
+"""Bounded validation: what a periodic evaluation scores, and how its time counts on --max-time."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charlstm import corpus
+from charlstm.config import TrainConfig
+from charlstm.progress import run_line
+from charlstm.runs import start
+from charlstm.train import SpreadStreams, stream_loss, validation_batches
+
+MODEL = {"layers": 1, "hidden": 16, "embedding": 8}
+TINY_SHAKESPEARE_VAL = 111_539  # held-out characters of tiny-shakespeare at --val-frac 0.1
+
+
+def config(corpus_path, **overrides):
+    base = {
+        "corpus": str(corpus_path),
+        "batch_size": 8,
+        "seq_len": 32,
+        "max_steps": 20,
+        "max_time": 0,
+        "eval_every": 10,
+        "sample_every": 0,
+        "warmup_steps": 5,
+        "device": "cpu",
+        "precision": "fp32",
+    }
+    return TrainConfig(**(base | overrides))
+
+
+def tokens(n: int) -> torch.Tensor:
+    """A split whose every character says where it is (mod 251), as the token cache's uint8."""
+    return (torch.arange(n) % 251).to(torch.uint8)
+
+
+def test_a_long_split_is_scored_on_the_same_spread_out_characters_every_time():
+    split = tokens(21_074_818)
+    first = validation_batches(split, 32, 64, TrainConfig().val_chars)
+    again = validation_batches(split, 32, 64, TrainConfig().val_chars)
+    assert isinstance(first, SpreadStreams)
+    assert TrainConfig().val_chars - 32 * 64 < first.targets.numel() <= TrainConfig().val_chars
+    assert torch.equal(first.inputs, again.inputs) and torch.equal(first.targets, again.targets)
+    assert torch.equal(first.targets[:, :-1], first.inputs[:, 1:]), "each target is the next character"
+    starts = [int(i) for i in first.inputs[:, 0]]
+    assert starts[0] == 0
+    whole = torch.arange(21_074_818) % 251
+    gap = (21_074_818 - 1 - first.inputs.shape[1]) // 31
+    for row in range(32):  # stretches spread over the whole split, the last ending near its end
+        assert torch.equal(first.inputs[row].long(), whole[row * gap : row * gap + first.inputs.shape[1]])
+    assert 31 * gap + first.inputs.shape[1] > 21_074_818 - 32
+    windows = [first.batch(w) for w in range(len(first))]
+    assert sum(b.targets.numel() for b in windows) == first.targets.numel()
+    assert [b.carry_state for b in windows] == [False] + [True] * (len(windows) - 1)
+
+
+def test_a_small_split_is_still_scored_whole_so_its_numbers_do_not_change():
+    split = tokens(TINY_SHAKESPEARE_VAL)
+    bounded = validation_batches(split, 16, 64, TrainConfig().val_chars)
+    before = corpus.validation_streams(split, 16, 64)
+    assert isinstance(bounded, corpus.StreamBatches)
+    assert torch.equal(bounded.inputs, before.inputs) and len(bounded) == len(before)
+
+
+def test_val_chars_zero_scores_the_whole_split_however_long():
+    split = tokens(2_000_000)
+    whole = validation_batches(split, 32, 64, 0)
+    assert isinstance(whole, corpus.StreamBatches)
+    assert whole.targets.numel() >= 2_000_000 - 32
+
+
+def test_the_trainer_scores_the_bounded_part_and_the_whole_split_when_asked(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, val_chars=1_000, full_val_at_end=True), tmp_path)
+    scored = trainer.validation_scored()
+    assert scored == {"characters": 1_000, "of": len(trainer.data.val), "whole": False, "full_at_end": True}
+    assert trainer.evaluate() == trainer.evaluate(), "the same characters every time"
+    streams = corpus.validation_streams(trainer.data.val, 8, 32)
+    total, count = stream_loss(trainer.model, streams, trainer.device, trainer.precision).tolist()
+    assert trainer.evaluate(whole=True) == pytest.approx(total / count, rel=1e-12)
+    assert trainer.evaluate() != pytest.approx(total / count, rel=1e-9), "the bounded part is not the whole"
+    assert "each evaluation scores the same 1,000 of them; all of them at the end" in run_line(trainer)
+    written = json.loads((trainer.run_dir / "config.json").read_text())
+    assert written["validation"] == scored and written["train"]["val_chars"] == 1_000
+
+    result = trainer.run()
+    lines = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 20, 20]
+    assert "val_loss" in lines[1] and lines[2].keys() == {"step", "full_val_loss", "full_val_bpc"}
+    assert lines[2]["full_val_loss"] == pytest.approx(trainer.evaluate(whole=True), rel=1e-12)
+    assert result["full_val_loss"] == lines[2]["full_val_loss"]
+
+
+def test_a_split_within_the_bound_is_whole_and_not_scored_twice_at_the_end(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, max_steps=10, full_val_at_end=True), tmp_path)
+    assert trainer.validation_scored()["whole"] and "each evaluation scores" not in run_line(trainer)
+    result = trainer.run()
+    assert "full_val_loss" not in result
+    assert len((trainer.run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_path, small_corpus, monkeypatch):
+    """A fake clock: each step takes 1 s, each evaluation (with its checkpoint) 20 s, the
+    budget is 100 s. Evaluations count, and the last one's time is kept back for the final
+    one, so the whole run, final evaluation included, fits in 100 s. Before, evaluations
+    counted nothing: 100 s of steps and five evaluations, 200 s in all."""
+    now = [0.0]
+    trainer = start(MODEL, config(small_corpus, max_steps=0, max_time=100, eval_every=10), tmp_path)
+    trainer.clock = lambda: now[0]
+    train_step, evaluate = trainer.train_step, trainer.checkpoint_and_evaluate
+    evaluated_at = []
+
+    def step():
+        now[0] += 1.0
+        return train_step()
+
+    def slow_evaluation(listener, loss):
+        evaluated_at.append((trainer.step, now[0]))
+        now[0] += 20.0
+        return evaluate(listener, loss)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "checkpoint_and_evaluate", slow_evaluation)
+    trainer.run()
+    assert now[0] <= 100, "wall time, final evaluation included, within --max-time"
+    assert trainer.elapsed == 40 and trainer.evaluating == 60 and trainer.budget_spent() == now[0] == 100
+    # at step 30 (70 s spent) an evaluation would leave no room for the final one: skipped
+    assert evaluated_at == [(10, 10.0), (20, 40.0), (40, 80.0)]
+    records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["evaluating"] for r in records] == [0.0, 20.0, 40.0]
+    assert trainer.learning_rate() == pytest.approx(trainer.config.lr * 0.5 * (1 + math.cos(math.pi * 1.0)))
+
+
+def test_evaluating_time_survives_a_resume(tmp_path, small_corpus):
+    trainer = start(MODEL, config(small_corpus, max_steps=10), tmp_path)
+    trainer.evaluating = 12.5
+    payload = trainer.state_dict()
+    other = start(MODEL, config(small_corpus, max_steps=10), tmp_path)
+    other.load_state_dict(payload)
+    assert other.evaluating == 12.5
+    del payload["resume"]["evaluating"]  # a checkpoint from before evaluations counted
+    other.load_state_dict(payload)
+    assert other.evaluating == 0.0
+
+
+def test_val_chars_may_change_on_resume_and_is_checked(tmp_path, small_corpus):
+    from charlstm.errors import CharlstmError
+    from charlstm.runs import resume
+
+    trainer = start(MODEL, config(small_corpus, max_steps=10), tmp_path)
+    trainer.run()
+    resumed = resume(str(trainer.run_dir), {"max_steps": 20, "val_chars": 500})
+    assert resumed.validation_scored()["characters"] < 500
+    with pytest.raises(CharlstmError, match="--val-chars must be >= 0"):
+        replace(TrainConfig(), val_chars=-1)
