@@ -438,9 +438,9 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             job.cancel()
 
-    def _collect(self, events: Iterable[dict[str, Any]]) -> None:
+    def _collect(self, bunches: Iterable[list[dict[str, Any]]]) -> None:
         samples = []
-        for event in events:
+        for event in (event for bunch in bunches for event in bunch):
             if event["type"] == "error":
                 self._json(event.pop("status"), {k: v for k, v in event.items() if k != "type"})
                 return
@@ -448,20 +448,22 @@ class Handler(BaseHTTPRequestHandler):
                 samples.append({k: v for k, v in event.items() if k != "type"})
         self._json(200, {"samples": sorted(samples, key=lambda s: s["sample"])})
 
-    def _stream(self, events: Iterable[dict[str, Any]]) -> None:
-        """NDJSON over a chunked response: one line per event, written as it comes. An error
-        before the first line is an ordinary JSON error; after it, a last line of type error."""
+    def _stream(self, bunches: Iterable[list[dict[str, Any]]]) -> None:
+        """NDJSON over a chunked response: one line per event, written as it comes (the events
+        that queued up meanwhile in one chunk). An error before the first line is an ordinary
+        JSON error; after it, a last line of type error."""
         started = False
-        for event in events:
+        for bunch in bunches:
             if not started:
-                if event["type"] == "error":
-                    self._json(event.pop("status"), {k: v for k, v in event.items() if k != "type"})
+                if bunch[0]["type"] == "error":
+                    self._json(bunch[0].pop("status"), {k: v for k, v in bunch[0].items() if k != "type"})
                     return
                 self._head(200, "application/x-ndjson; charset=utf-8")
                 started = True
-            event.pop("status", None)
-            line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            for event in bunch:
+                event.pop("status", None)
+            lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in bunch).encode("utf-8")
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(lines), lines))
         if started:
             self.wfile.write(b"0\r\n\r\n")
 

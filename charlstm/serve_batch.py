@@ -1,10 +1,11 @@
 """The server's model thread: every request's samples drawn together, one character per step.
 
-One thread owns the model and one `sample.Streams` batch. A request thread hands it a `Job`
-and reads what it draws from the job's queue. Between steps the thread admits the jobs that
-arrived (all of them, so requests that come together share each batched product: 16 clients
-cost about one batch of 16 rows, not 16 runs), continues kept states, takes out the rows of
-clients that went away, and lets kept states expire. Nothing here knows HTTP: `serve.py`
+One thread owns the model's batch, one `sample.Streams`. A request thread reads its prime
+(or a continuation's new text) itself, so a long text holds up no one else, then hands the
+model thread a `Job` and reads what it draws from the job's queue. Between steps the model
+thread admits the jobs that arrived (all of them, so requests that come together share each
+batched product: 16 clients cost about one batch of 16 rows, not 16 runs), takes out the rows
+of clients that went away, and lets kept states expire. Nothing here knows HTTP: `serve.py`
 turns requests into `GenerateRequest`s and events into responses.
 
 A kept state is the finished `sample.Row` itself: its hidden state after the last character
@@ -29,7 +30,7 @@ import torch
 
 from charlstm.config import SamplingConfig
 from charlstm.model import CharLSTM
-from charlstm.sample import Row, Streams, seeds
+from charlstm.sample import PrimedState, Row, Streams, seeds
 from charlstm.tokenizer import Vocabulary
 
 IDLE_POLL = 0.25
@@ -103,6 +104,12 @@ class Job:
         self.cancelled = False
         self.open = request.rows
         self.values: dict[int, list[list[float]]] = {}
+        self.primed: PrimedState | None = None
+        """A new sample's state after its prime, read by the request's thread."""
+        self.row: Row | None = None
+        """A continuation's kept row, claimed from the kept states, its new text read."""
+        self.before: PrimedState | None = None
+        """The claimed row's state before that text, to keep again if the job is refused."""
 
     def cancel(self) -> None:
         """The client went away: its rows leave the batch before the next step."""
@@ -112,34 +119,42 @@ class Job:
         self.events.put({"type": "error", "status": refused.status} | refused.to_json())
         self.events.put(END)
 
-    def wait(self, alive: Callable[[], bool], poll: float = 1.0) -> Iterator[dict[str, Any]]:
-        """The job's events as they come; an error event if the model thread stops first."""
+    def wait(self, alive: Callable[[], bool], poll: float = 1.0) -> Iterator[list[dict[str, Any]]]:
+        """The job's events as they come, in the bunches they queued up in (a writer sends a
+        bunch at once); an error event if the model thread stops first."""
         while True:
             try:
-                event = self.events.get(timeout=poll)
+                events = [self.events.get(timeout=poll)]
             except queue.Empty:
                 if alive():
                     continue
-                yield {"type": "error", "status": 503, "error": "the server is stopping"}
+                yield [{"type": "error", "status": 503, "error": "the server is stopping"}]
                 return
-            if event is END:
+            while events[-1] is not END and not self.events.empty():
+                events.append(self.events.get_nowait())
+            if events[-1] is END:
+                if events[:-1]:
+                    yield events[:-1]  # type: ignore[misc]
                 return
-            yield event
+            yield events  # type: ignore[misc]
 
 
 class _Tap:
-    """The batch's `Stepper`, remembering what its last step returned: `Streams.step` makes
-    one `stepper.step` call for its rows in order, and the gates of that call are what the
-    playground colours by (a continuation's or prime's reading also passes here, but the
-    model thread reads `last` only right after `Streams.step`)."""
+    """The batch's `Stepper`, remembering what its last step in the model thread returned:
+    `Streams.step` makes one `stepper.step` call for its rows in order, and the gates of that
+    call are what the playground colours by. Request threads reading primes step too; their
+    steps are not remembered."""
 
     def __init__(self, stepper: Any):
         self.stepper = stepper
+        self.owner = threading.get_ident()
         self.last: tuple[Any, list, list] | None = None
 
     def step(self, ids: torch.Tensor, state: list) -> Any:
-        self.last = self.stepper.step(ids, state)
-        return self.last
+        result = self.stepper.step(ids, state)
+        if threading.get_ident() == self.owner:
+            self.last = result
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stepper, name)
@@ -166,6 +181,10 @@ class Batcher:
         self.clock = clock or time.monotonic
         self.inbox: queue.Queue[Job] = queue.Queue()
         self.sessions: OrderedDict[str, _Kept] = OrderedDict()
+        self.claimed: set[str] = set()
+        """Kept states a continuation has taken out, until the model thread admits it."""
+        self.lock = threading.Lock()
+        """Guards `sessions` and `claimed`, which request threads claim from."""
         self.steps = 0
         """Batched steps taken so far (one character for every live row each)."""
         self.stopping = threading.Event()
@@ -183,12 +202,45 @@ class Batcher:
         return self.thread.is_alive() and not self.stopping.is_set()
 
     def submit(self, request: GenerateRequest) -> Job:
-        job = Job(request)
+        """Read the request's text in this (the caller's) thread, then queue it for the batch;
+        `Refused` when the server is stopping or a continuation's state is not kept."""
         if not self.alive():
-            job.fail(Refused(503, "the server is stopping"))
+            raise Refused(503, "the server is stopping")
+        job = Job(request)
+        streams = self.streams
+        if request.session is None:
+            start = (streams.stepper.initial_state(), torch.zeros(1, len(self.vocabulary), device=streams.device))
+            job.primed = streams.read(start, request.prime)
         else:
-            self.inbox.put(job)
+            job.row = self._claim(request.session)
+            job.before = (job.row.state, job.row.logits)
+            if request.prime:
+                job.row.state, job.row.logits = streams.read(job.before, request.prime)
+        self.inbox.put(job)
         return job
+
+    def _claim(self, session: str) -> Row:
+        with self.lock:
+            kept = self.sessions.pop(session, None)
+            if kept is not None and kept.expires <= self.clock():
+                kept = None  # expired, and the model thread has not swept it out yet
+            if kept is None:
+                raise Refused(
+                    404,
+                    f"no kept state {session!r}: it expired (--session-ttl), was continued already "
+                    "without keep, is being continued now, or never existed",
+                )
+            self.claimed.add(session)
+            return kept.row
+
+    def _unclaim(self, job: Job) -> None:
+        """A refused continuation's state is kept again, as it was before the request."""
+        session, row = job.request.session, job.row
+        assert session is not None and row is not None and job.before is not None
+        row.state, row.logits = job.before
+        with self.lock:
+            self.claimed.discard(session)
+            self.sessions[session] = _Kept(row, self.clock() + self.limits.session_ttl)
 
     def drawing(self) -> int:
         """Rows in the batch now."""
@@ -226,6 +278,7 @@ class Batcher:
         self.streams.stepper = self.tap
 
     def _run(self) -> None:
+        self.tap.owner = threading.get_ident()
         while not self.stopping.is_set():
             if not self._go.is_set():
                 self._parked.set()
@@ -246,6 +299,7 @@ class Batcher:
                 for job in {row.key[0] for row in [*self.streams.rows, *self.streams.finished]}:
                     job.fail(failure)
                 self._fresh_batch()
+                self.tap.owner = threading.get_ident()
 
     def _admit(self, first: Job | None) -> None:
         jobs = [first] if first is not None else []
@@ -259,11 +313,13 @@ class Batcher:
             try:
                 fresh += self._rows_for(job, len(fresh))
             except Refused as refused:
+                if job.row is not None:
+                    self._unclaim(job)
                 job.fail(refused)
         self.streams.extend(fresh)
 
     def _rows_for(self, job: Job, admitted: int) -> list[Row]:
-        """New rows for `job` (a continuation joins the batch here and returns none)."""
+        """The rows `job` draws: new ones from its read prime, or its continued row."""
         request, limits = job.request, self.limits
         busy = len(self.streams) + admitted
         if busy + request.rows > limits.max_rows:
@@ -273,37 +329,34 @@ class Batcher:
                 f"{limits.max_rows}; try again shortly",
                 "--max-rows",
             )
-        if request.session is not None:
-            kept = self.sessions.pop(request.session, None)
-            if kept is None:
-                raise Refused(
-                    404,
-                    f"no kept state {request.session!r}: it expired (--session-ttl), was continued already "
-                    "without keep, or never existed",
-                )
-            row = kept.row
-            row.key = (job, 0)
-            row.restart(request.config)
-            self.streams.add(row, request.prime)
-            return []
+        if job.row is not None:
+            with self.lock:
+                self.claimed.discard(request.session)  # type: ignore[arg-type]
+            job.row.key = (job, 0)
+            job.row.restart(request.config)
+            return [job.row]
         if request.keep:
-            kept_later = sum(1 for row in self.streams.rows if row.key[0].request.keep)
-            if len(self.sessions) + kept_later + request.rows > limits.max_sessions:
+            with self.lock:
+                kept = len(self.sessions) + len(self.claimed)
+            kept += sum(1 for row in self.streams.rows if row.key[0].request.keep)
+            if kept + request.rows > limits.max_sessions:
                 raise Refused(
                     429,
-                    f"{len(self.sessions) + kept_later} states are kept, and {request.rows} more would pass "
-                    f"--max-sessions {limits.max_sessions}; continue one without keep, or wait for one to expire",
+                    f"{kept} states are kept, and {request.rows} more would pass --max-sessions "
+                    f"{limits.max_sessions}; continue one without keep, or wait for one to expire",
                     "--max-sessions",
                 )
-        return [self.streams.row(request.config, seed, key=(job, k)) for k, seed in enumerate(seeds(request.config))]
+        assert job.primed is not None
+        return [Row(request.config, seed, job.primed, (job, k)) for k, seed in enumerate(seeds(request.config))]
 
     def _expire(self) -> None:
         now = self.clock()
-        while self.sessions:
-            key, kept = next(iter(self.sessions.items()))
-            if kept.expires > now:
-                break
-            del self.sessions[key]
+        with self.lock:
+            while self.sessions:
+                key, kept = next(iter(self.sessions.items()))
+                if kept.expires > now:
+                    break
+                del self.sessions[key]
 
     def _drop_cancelled(self) -> None:
         for row in [row for row in self.streams.rows if row.key[0].cancelled]:
@@ -363,7 +416,8 @@ class Batcher:
         if job.request.keep and not job.cancelled:
             session = job.request.session or secrets.token_urlsafe(12)
             row.key = None
-            self.sessions[session] = _Kept(row, self.clock() + self.limits.session_ttl)
+            with self.lock:
+                self.sessions[session] = _Kept(row, self.clock() + self.limits.session_ttl)
             event["session"] = session
         job.events.put(event)
         job.open -= 1

@@ -31,6 +31,7 @@ import charlstm
 from charlstm.config import SamplingConfig
 from charlstm.serve import Server, offered_units
 from charlstm.serve_config import ServeConfig
+from tests.helpers import ENGLISH_CHARACTERS
 
 TIMEOUT = 30.0
 """Seconds any one socket operation may take before the test fails."""
@@ -117,14 +118,42 @@ def running(run: Path, units: list | None = None, clock: Any = None, **limits: A
 
 
 @pytest.fixture(scope="module")
-def client(trained_run: Path) -> Iterator[Client]:
-    with running(trained_run) as c:
+def sensitive_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained model whose weights are scaled up until every character it draws depends
+    on its state: a briefly trained one hardly looks past the last character, so a
+    continuation from a wrong state would draw the same text and pass unnoticed."""
+    import torch
+
+    from charlstm.checkpoint import FORMAT_VERSION, save_atomic
+    from charlstm.model import CharLSTM, ModelConfig
+
+    chars = "".join(sorted(ENGLISH_CHARACTERS))
+    torch.manual_seed(0)
+    model = CharLSTM(ModelConfig(len(chars), layers=2, hidden=32, embedding=16))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(4)
+    path = tmp_path_factory.mktemp("sensitive") / "model.pt"
+    payload = {"format": FORMAT_VERSION, "model_config": model.config.to_dict(), "vocabulary": chars}
+    save_atomic(payload | {"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(sensitive_run: Path) -> Iterator[Client]:
+    with running(sensitive_run) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def model(trained_run: Path) -> charlstm.Model:
-    return charlstm.load(trained_run)
+def model(sensitive_run: Path) -> charlstm.Model:
+    return charlstm.load(sensitive_run)
+
+
+def test_the_test_model_draws_by_its_state(model: charlstm.Model) -> None:
+    one = model.generate(prime=PRIME, length=40, seed=3)[0]
+    other = model.generate(prime="(" + PRIME, length=40, seed=3)[0]
+    assert sum(a != b for a, b in zip(one, other, strict=True)) > 10
 
 
 def until(condition: Any, what: str, limit: float = TIMEOUT) -> None:
@@ -244,8 +273,8 @@ def test_answers_leave_without_waiting_for_the_clients_ack(client: Client, monke
     assert seen and all(seen)
 
 
-def test_requests_that_arrive_together_are_drawn_as_one_batch(trained_run: Path, model: charlstm.Model) -> None:
-    with running(trained_run) as c:
+def test_requests_that_arrive_together_are_drawn_as_one_batch(sensitive_run: Path, model: charlstm.Model) -> None:
+    with running(sensitive_run) as c:
         batcher = c.server.batcher
         answers: dict[int, list] = {}
 
@@ -299,6 +328,33 @@ def test_a_continuation_reads_new_text_before_drawing(client: Client, model: cha
     greedy = model.generate(prime=PRIME + first["text"] + "\nThe ", length=30, temperature=0)
     assert second["prime"] == "\nThe "
     assert second["text"] == greedy[0]
+
+
+def test_a_prime_is_read_by_its_request_not_by_the_batch(client: Client) -> None:
+    """A long prime costs its own request's thread, not every sample being drawn: the job
+    reaches the model thread with its prime already read."""
+    batcher = client.server.batcher
+    answers = []
+    with batcher.held():
+        thread = threading.Thread(target=lambda: answers.append(client.generate(prime=PRIME * 50, length=5, seed=1)))
+        thread.start()
+        until(lambda: batcher.inbox.qsize() == 1, "the request to be queued")
+        assert batcher.inbox.queue[0].primed is not None
+    thread.join(TIMEOUT)
+    assert answers[0][0]["characters"] == 5
+
+
+def test_a_refused_continuation_keeps_its_state_as_it_was(sensitive_run: Path) -> None:
+    with running(sensitive_run, max_rows=1) as c:
+        (first,) = c.generate(prime=PRIME, length=20, seed=3, keep=True)
+        with c.streaming(prime=PRIME, length=10_000, seed=4) as events:
+            next(events)  # the one row the server may draw is taken
+            answer = refused(c, 429, {"session": first["session"], "prime": "xyz", "length": 5})
+            assert answer["limit"] == "--max-rows"
+        until(lambda: c.server.batcher.drawing() == 0, "the abandoned sample to leave the batch")
+        (second,) = c.generate(session=first["session"], length=30)
+        (whole,) = c.generate(prime=PRIME, length=50, seed=3)
+    assert first["text"] + second["text"] == whole["text"]
 
 
 def test_kept_states_expire_after_their_time(trained_run: Path) -> None:
@@ -438,8 +494,10 @@ def test_a_body_without_a_length_and_garbage_on_the_wire(client: Client) -> None
     client.healthy()
 
 
-def test_info_describes_the_model_and_what_a_request_may_ask(client: Client, model: charlstm.Model) -> None:
-    status, info = client.get("/info")
+def test_info_describes_the_model_and_what_a_request_may_ask(trained_run: Path) -> None:
+    model = charlstm.load(trained_run)
+    with running(trained_run) as client:
+        status, info = client.get("/info")
     assert status == 200
     c = model.model.config
     assert info["model"]["cell"] == c.cell and info["model"]["layers"] == c.layers
@@ -453,7 +511,8 @@ def test_info_describes_the_model_and_what_a_request_may_ask(client: Client, mod
     assert len(info["palette"]["gate"]) == len(info["palette"]["surprise"]) == 101
 
 
-def test_offered_units_are_the_unit_finders(model: charlstm.Model) -> None:
+def test_offered_units_are_the_unit_finders(trained_run: Path) -> None:
+    model = charlstm.load(trained_run)
     units, source = offered_units(model)
     assert source.startswith("validation excerpt")
     assert 1 <= len(units) <= 16
