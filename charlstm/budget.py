@@ -145,7 +145,8 @@ def size_for_budget(
         if choice is None and config.precision == "auto":
             choice = choose_precision(probe, measure, native)
             config = replace(config, precision=choice.chosen)
-            rates[f"{hidden}x{batch}"] = choice.steps_per_second[choice.chosen]
+            timed = choice.steps_per_second.get(choice.chosen)  # none where bf16 was not a candidate
+            rates[f"{hidden}x{batch}"] = timed if timed is not None else measure(probe)
         else:
             rates[f"{hidden}x{batch}"] = measure(probe)
         return rates[f"{hidden}x{batch}"]
