@@ -57,7 +57,7 @@ def test_a_disk_error_during_save_is_one_clear_error(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CharlstmError, match="No space left.*previous file is intact"):
+    with pytest.raises(CharlstmError, match="no space left on the device.*; the previous last.pt is intact"):
         make_checkpoint(path)
     assert checkpoint.load(path)["vocabulary"] == "abc"
 
@@ -141,7 +141,7 @@ def test_a_read_only_folder_is_one_clear_error(tmp_path):
     make_checkpoint(path)
     (tmp_path / "run").chmod(0o500)
     try:
-        with pytest.raises(CharlstmError, match="could not save.*intact"):
+        with pytest.raises(CharlstmError, match="could not write .*last.pt: permission denied; the previous last.pt is intact"):
             make_checkpoint(path)
     finally:
         (tmp_path / "run").chmod(0o700)
@@ -151,7 +151,7 @@ def test_a_read_only_folder_is_one_clear_error(tmp_path):
 def test_an_unwritable_location_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(CharlstmError, match="could not save"):
+    with pytest.raises(CharlstmError, match="could not write .*last.pt: Not a directory"):
         make_checkpoint(blocker / "run" / "last.pt")
 
 

@@ -1,0 +1,382 @@
+"""A full, read-only or failing disk at every place charlstm writes: one line that says which
+file, why, how much it needed and what was kept; nothing on disk damaged; resume works.
+
+Failures are injected without root where bytes reach the operating system
+(`disk._write_fd`), chosen by the name of the file being written, so each write site fails
+as it would on a real disk, PyTorch's zip writer included. Where the tests run as root and a
+tmpfs can be mounted, one test also fills a real 3 MB file system.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlstm import checkpoint, disk, history
+from charlstm.errors import WriteFailed
+from tests.helpers import invoke, run_cli, train_args
+
+REASON = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "input/output error",
+}
+ERRNOS = list(REASON)
+
+
+class FailingDisk:
+    """Writes to files whose name contains `name` fail with `code` once `healthy` such files
+    have been written whole (after `partial` bytes of the failing one reach the disk)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, code: int, healthy: int = 0, partial: int = 0):
+        self.name, self.code, self.partial = name, code, partial
+        self.files_seen: list[str] = []
+        self.healthy = healthy
+        real = disk._write_fd
+
+        def write(fd: int, data) -> int:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if self.name not in Path(target).name:
+                return real(fd, data)
+            if target not in self.files_seen:
+                self.files_seen.append(target)
+            if len(self.files_seen) <= self.healthy:
+                return real(fd, data)
+            if self.partial:
+                n = real(fd, bytes(data[: self.partial]))
+                self.partial = 0
+                return n
+            raise OSError(self.code, os.strerror(self.code))
+
+        monkeypatch.setattr(disk, "_write_fd", write)
+
+
+def one_line(err: str) -> str:
+    """The error line of a command's stderr, checked to be the only one and no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("charlstm: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")], sorted(folder.rglob("*"))
+
+
+# --- the writers themselves -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_failed_atomic_write_says_why_and_keeps_the_old_file(tmp_path, monkeypatch, code):
+    path = tmp_path / "config.json"
+    checkpoint.write_json(path, {"old": True})
+    FailingDisk(monkeypatch, "config.json", code, partial=5)
+    with pytest.raises(WriteFailed) as failure:
+        checkpoint.write_json(path, {"new": True})
+    line = str(failure.value)
+    assert line.startswith(f"could not write {path}: {REASON[code]}")
+    assert line.endswith("; the previous config.json is intact")
+    assert ("free)" in line) == (code == errno.ENOSPC), "how much is free is said when space ran out"
+    assert json.loads(path.read_text()) == {"old": True}
+    no_temporaries(tmp_path)
+
+
+def test_a_short_write_under_torch_save_is_the_disk_error_not_pytorchs(tmp_path, monkeypatch):
+    """PyTorch's zip writer turns the disk's error into '[enforce fail at inline_container.cc]
+    unexpected pos ...'; the line says what the disk said (it said PyTorch's words before)."""
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": 1, "resume": {"step": 10}, "w": torch.zeros(1000)}, path)
+    FailingDisk(monkeypatch, "last.pt", errno.ENOSPC, partial=3000)
+    with pytest.raises(WriteFailed) as failure:
+        checkpoint.save_atomic({"format": 1, "resume": {"step": 20}, "w": torch.ones(100_000)}, path)
+    assert isinstance(failure.value.__cause__, RuntimeError | OSError)
+    line = str(failure.value)
+    assert re.fullmatch(
+        rf"could not write {re.escape(str(path))}: no space left on the device "
+        r"\(needs about 40\d\.?\d* kB, [\d.]+ \w+ free\); the previous last.pt is intact",
+        line,
+    ), line
+    assert "unexpected pos" not in line
+    assert checkpoint.saved_step(path) == 10
+    no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("free, reason", [(1000, "no space left on the device"), (10**12, "PyTorch's writer failed")])
+def test_pytorchs_own_runtime_error_is_worded_too(tmp_path, monkeypatch, free, reason):
+    """A save that raises the RuntimeError PyTorch gives, with no error from the disk under it:
+    out of space when the folder has less room than the checkpoint needs, else PyTorch's words."""
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": 1, "resume": {"step": 10}}, path)
+
+    def short_write(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1232128 vs 1232016")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    monkeypatch.setattr(disk, "free_space", lambda folder: free)
+    with pytest.raises(WriteFailed, match=f"^could not write {re.escape(str(path))}: {reason}") as failure:
+        checkpoint.save_atomic({"format": 1, "resume": {"step": 20}, "w": torch.ones(100_000)}, path)
+    assert failure.value.kept == "the previous last.pt is intact"
+    assert checkpoint.saved_step(path) == 10
+    no_temporaries(tmp_path)
+
+
+def test_a_torch_save_that_is_not_a_write_failure_stays_a_bug(tmp_path, monkeypatch):
+    """Only the writer's own failures are worded as a disk problem; anything else is a bug."""
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad tensor")))
+    with pytest.raises(RuntimeError, match="bad tensor"):
+        checkpoint.save_atomic({"format": 1}, tmp_path / "last.pt")
+    no_temporaries(tmp_path)
+
+
+def test_a_metrics_line_the_disk_took_half_of_is_cut_back(tmp_path, monkeypatch):
+    log = tmp_path / "metrics.jsonl"
+    disk.append_line(log, json.dumps({"step": 10, "val_loss": 2.0}))
+    FailingDisk(monkeypatch, "metrics.jsonl", errno.ENOSPC, partial=7)
+    with pytest.raises(WriteFailed, match=r"metrics.jsonl: no space left on the device \(needs about \d+ bytes"):
+        disk.append_line(log, json.dumps({"step": 20, "val_loss": 1.5}))
+    assert log.read_text() == '{"step": 10, "val_loss": 2.0}\n'
+    monkeypatch.undo()  # space freed
+    disk.append_line(log, json.dumps({"step": 20, "val_loss": 1.5}))
+    notes: list[str] = []
+    assert [r["step"] for r in history._read_lines(log, notes)] == [10, 20] and notes == []
+
+
+def test_a_line_after_one_cut_short_by_a_kill_starts_on_its_own_line(tmp_path):
+    """A writer killed mid-line leaves half a record; the next record must not be glued to it."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 10}\n{"step": 2')
+    disk.append_line(log, json.dumps({"step": 30}))
+    notes: list[str] = []
+    assert [r["step"] for r in history._read_lines(log, notes)] == [10, 30]
+    assert notes == ["metrics.jsonl has a damaged line 2 (skipped)"]
+
+
+# --- every write site, through the command a user runs ----------------------------------------------
+
+
+def train_command(corpus: Path, root: Path, steps: int = 20) -> list[str]:
+    return train_args(corpus, root, steps=steps, eval_every=10)
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_checkpoint_that_cannot_be_saved_stops_training_with_the_resume_command(
+    tmp_path, monkeypatch, capsys, small_corpus, code
+):
+    FailingDisk(monkeypatch, "last.pt", code, healthy=1, partial=1000)
+    status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
+    (run,) = tmp_path.iterdir()
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {run / 'last.pt'}: {REASON[code]}")
+    assert line.endswith(
+        f"; last.pt from step 10 and best.pt from step 10 are intact; "
+        f"free space and resume with: charlstm train --resume {run}"
+    )
+    if code == errno.ENOSPC:
+        assert re.search(r"\(needs about [\d.]+ kB, [\d.]+ \w+ free\)", line), line
+    assert checkpoint.saved_step(run / "last.pt") == 10
+    assert json.loads((run / "status.json").read_text())["state"] == "failed"
+    no_temporaries(tmp_path)
+    if code != errno.ENOSPC:
+        return
+    monkeypatch.undo()  # space freed: the resume command the line gave works
+    status, _, err = invoke(capsys, "train", "--resume", str(run))
+    assert status == 0, err
+    assert checkpoint.saved_step(run / "last.pt") == 20
+
+
+def test_pytorchs_runtime_error_during_training_is_the_same_one_line(tmp_path, monkeypatch, capsys, small_corpus):
+    """The failure as first reported: torch.save's RuntimeError ended the run as an internal error."""
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if obj["resume"]["step"] == 20:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1232128 vs 1232016")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(disk, "free_space", lambda folder: 4096)
+    status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
+    (run,) = tmp_path.iterdir()
+    assert status == 1
+    line = one_line(err)
+    assert "internal error" not in line and "unexpected pos" not in line
+    assert line.startswith(f"charlstm: error: could not write {run / 'last.pt'}: no space left on the device (needs")
+    assert line.endswith(f"free space and resume with: charlstm train --resume {run}")
+    no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_metrics_record_that_cannot_be_written_stops_training_and_leaves_whole_lines(
+    tmp_path, monkeypatch, capsys, small_corpus, code
+):
+    real, records = disk._write_fd, []
+
+    def write(fd: int, data) -> int:  # the first record goes whole, the disk takes 9 bytes of the second
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name != "metrics.jsonl":
+            return real(fd, data)
+        records.append(bytes(data))
+        if len(records) > 2:
+            raise OSError(code, os.strerror(code))
+        return real(fd, data if len(records) == 1 else bytes(data[:9]))
+
+    monkeypatch.setattr(disk, "_write_fd", write)
+    status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
+    (run,) = tmp_path.iterdir()
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {run / 'metrics.jsonl'}: {REASON[code]}")
+    assert line.endswith(f"are intact; free space and resume with: charlstm train --resume {run}")
+    text = (run / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and [json.loads(x)["step"] for x in text.splitlines()] == [10]
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_config_json_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, small_corpus, code):
+    FailingDisk(monkeypatch, "config.json", code)
+    status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
+    (run,) = tmp_path.iterdir()
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {run / 'config.json'}: {REASON[code]}")
+    assert line.endswith(f"; nothing was trained yet; free space and train again (the empty folder {run} can go)")
+    assert list(run.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_token_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, code):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CHARLSTM_CACHE", str(cache))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a small corpus for a cache that cannot be written\n" * 200)
+    FailingDisk(monkeypatch, ".tokens", code, partial=100)
+    status, _, err = invoke(capsys, *train_command(corpus, tmp_path / "runs"))
+    assert status == 1
+    line = one_line(err)
+    assert re.match(rf"charlstm: error: could not write {re.escape(str(cache))}/\S+\.tokens: {REASON[code]}", line)
+    assert line.endswith(
+        "; the corpus is untouched; free space in the token cache, or point CHARLSTM_CACHE at a folder with room"
+    )
+    if code == errno.ENOSPC:
+        assert "needs about 10 kB" in line, "one byte for each of its 10,000 characters"
+    assert not list(cache.glob("*.tokens")) and corpus.read_text().startswith("a small corpus")
+    no_temporaries(cache)
+
+
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_synthetic_corpus_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, code):
+    out = tmp_path / "copy.txt"
+    FailingDisk(monkeypatch, "copy.txt", code, partial=1000)
+    status, _, err = invoke(capsys, "synth", "copy", str(out), "--chars", "20000")
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {out}: {REASON[code]}")
+    assert line.endswith("; no partial copy.txt was left")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option, name", [("--json", "trace.json"), ("--html", "gates.html")])
+@pytest.mark.parametrize("code", ERRNOS)
+def test_an_inspect_gates_export_that_cannot_be_written_is_one_line(
+    tmp_path, monkeypatch, capsys, trained_run, option, name, code
+):
+    """The export fails as a disk would, through charlstm's writer or a plain Path.write_text."""
+    FailingDisk(monkeypatch, name, code)
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == name:
+            raise OSError(code, os.strerror(code))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    out = tmp_path / name
+    status, _, err = invoke(capsys, "inspect-gates", "--checkpoint", str(trained_run), "-n", "40", option, str(out))
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {out}: ") or line.startswith(
+        f"charlstm: error: cannot write {out}: "
+    )
+    words = {errno.ENOSPC: "no space left", errno.EROFS: "read-only", errno.EIO: "input/output error"}[code]
+    assert words in line.lower()
+    assert not out.exists()
+    no_temporaries(tmp_path)
+
+
+def test_a_disk_short_of_room_for_two_checkpoints_is_a_warning_then_training(
+    tmp_path, monkeypatch, capsys, small_corpus
+):
+    monkeypatch.setattr(disk, "free_space", lambda folder: 10_000)
+    status, _, err = invoke(capsys, *train_args(small_corpus, tmp_path, steps=2, eval_every=100))
+    assert status == 0, err  # the warning is a warning: the disk here does have room
+    warnings = [line for line in err.splitlines() if line.startswith("charlstm: warning:")]
+    (run,) = tmp_path.iterdir()
+    assert warnings == [
+        f"charlstm: warning: only 10 kB free in {run}, and a checkpoint of this model takes about "
+        f"{checkpoint.size_text(run_checkpoint_bytes(run))} (a run keeps last.pt and best.pt): "
+        "saves may fail; free space first"
+    ]
+    monkeypatch.setattr(disk, "free_space", lambda folder: 10**9)
+    _, _, err = invoke(capsys, "train", "--resume", str(run), "--max-steps", "3")
+    assert "warning" not in err
+
+
+def run_checkpoint_bytes(run: Path) -> int:
+    config = json.loads((run / "config.json").read_text())
+    model, train = config["model"], config["train"]
+    carried = model["layers"] * train["batch_size"] * model["hidden"] * 2  # an LSTM carries h and c
+    return checkpoint.checkpoint_bytes(config["parameters"], carried)
+
+
+def test_the_estimate_of_a_checkpoints_size_is_close_to_a_real_one(trained_run):
+    actual = (trained_run / "last.pt").stat().st_size
+    assert 0.8 * actual < run_checkpoint_bytes(trained_run) < 1.3 * actual
+
+
+# --- a real full file system ------------------------------------------------------------------------
+
+
+def mount_tmpfs(folder: Path, size: str) -> bool:
+    """Mount a tmpfs of `size` on `folder`; False where this is not allowed (not root, a container)."""
+    if os.geteuid() != 0:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    return result.returncode == 0
+
+
+def test_a_real_full_disk_stops_training_with_one_line_and_resume_works_after_freeing_space(tmp_path, small_corpus):
+    small = tmp_path / "small"
+    if not mount_tmpfs(small, "3m"):
+        pytest.skip("mounting a tmpfs needs root (and a system that allows it)")
+    try:
+        root = small / "ck"
+        model = ["--layers", "2", "--hidden", "96", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
+        result = run_cli(*train_args(small_corpus, root, steps=40, eval_every=10, model=model))
+        (run,) = root.iterdir()
+        assert result.returncode == 1, result.stderr
+        assert re.search(r"charlstm: warning: only [\d.]+ MB free in .*saves may fail", result.stderr)
+        line = one_line(result.stderr)
+        assert re.fullmatch(
+            rf"charlstm: error: could not write {re.escape(str(run))}/(last|best)\.pt: no space left on the device "
+            r"\(needs about 1\.\d+ MB, [\d.]+ \w+ free\); last\.pt from step 10 (and best\.pt from step 10 are|is) "
+            rf"intact; free space and resume with: charlstm train --resume {re.escape(str(run))}",
+            line,
+        ), line
+        assert checkpoint.saved_step(run / "last.pt") == 10
+        no_temporaries(small)
+        subprocess.run(["mount", "-o", "remount,size=20m", str(small)], check=True)  # space freed
+        result = run_cli("train", "--resume", str(run))
+        assert result.returncode == 0, result.stderr
+        assert checkpoint.saved_step(run / "last.pt") == 40
+        assert [r["step"] for r in history.read_run(run).evaluations] == [10, 20, 30, 40]
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
