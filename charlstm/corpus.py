@@ -189,7 +189,7 @@ class StreamBatches:
     ):
         length = (len(tokens) - 1) // streams
         self.windows = length // seq_len
-        if cover_all and self.windows >= 1:
+        if cover_all and length >= 1:
             self.windows = math.ceil(length / seq_len)
         if self.windows < 1:
             raise CharlstmError(

@@ -107,9 +107,17 @@ def test_validation_uses_fewer_streams_when_the_split_is_small():
     batches = corpus.validation_streams(torch.arange(300), max_streams=64, seq_len=32)
     assert batches.inputs.shape[0] == 9
     with pytest.raises(CharlstmError, match="validation split"):
-        corpus.validation_streams(torch.arange(20), max_streams=64, seq_len=32)
+        corpus.validation_streams(torch.arange(1), max_streams=64, seq_len=32)
 
 
 def test_a_missing_corpus_is_named():
     with pytest.raises(CharlstmError, match="corpus nowhere.txt does not exist"):
         corpus.find_source("nowhere.txt")
+
+
+def test_validation_streams_score_a_text_shorter_than_one_window():
+    """`charlstm eval` on a 100-character file used to fail: 'shorter than 1 streams of 257'."""
+    tokens = torch.arange(100) % 7
+    batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
+    assert len(batches) == 1
+    assert batches.batch(0).targets.numel() == 99
