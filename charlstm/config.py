@@ -43,12 +43,17 @@ FLAGS: dict[str, str] = {
     "seed": "--seed",
     "device": "--device",
     "precision": "--precision",
+    "threads": "--threads",
     "cell": "--cell",
     "layers": "--layers",
     "hidden": "--hidden",
     "embedding": "--embedding",
     "dropout": "--dropout",
     "gate": "--gate",
+    "view": "--view",
+    "layer": "--layer",
+    "unit": "--unit",
+    "worst": "--worst",
     "length": "--length",
     "show": "--show",
     "temperature": "--temperature",
@@ -76,6 +81,16 @@ def check_device_name(name: str) -> None:
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
         raise CharlstmError(f"{flag('precision')} must be {_listed(PRECISIONS)}, got {name!r}")
+
+
+THREADS = "auto"
+"""--threads' default: OMP_NUM_THREADS when set, else the cores no other program is busy on (charlstm/threads.py)."""
+
+
+def check_threads(value: str) -> None:
+    """`auto` or a whole number of threads, at least 1."""
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise CharlstmError(f"{flag('threads')} must be auto or a number of threads (at least 1), got {value!r}")
 
 
 def check_val_frac(value: float) -> None:
