@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm import __version__
-from charlstm.config import FLAGS, ModelConfig, TrainConfig, help_text, parse_duration
+from charlstm import __version__, threads
+from charlstm.config import FLAGS, THREADS, ModelConfig, TrainConfig, help_text, parse_duration
 from charlstm.errors import CharlstmError
 
 app = typer.Typer(
@@ -64,6 +64,19 @@ def _console(stderr: bool = False):
 def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
     """An option for setting `name` of `config`: its flag and its default come from config.py."""
     return typer.Option(FLAGS[name], *aliases, help=help_text(config, name, text), show_default=False)
+
+
+_THREADS = typer.Option(
+    "--threads",
+    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else the cores other programs leave free). "
+    f"\\[default: {THREADS}]",
+    show_default=False,
+)
+
+
+def _use_threads(setting: str) -> None:
+    """--threads, before the command computes (charlstm/threads.py)."""
+    threads.apply(setting)
 
 
 _train_option = partial(_setting_option, TrainConfig)
@@ -116,8 +129,10 @@ def train(
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Also write TensorBoard event files into the run folder.")
     ] = False,
+    threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
+    _use_threads(threads)
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     from charlstm import distributed, runs
     from charlstm.device import keep_freed_memory as keep_memory
@@ -222,8 +237,10 @@ def sample(
         bool,
         typer.Option("--json", help="One JSON object a line per sample: text, prime, stop reason, bits/char, seed."),
     ] = False,
+    threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
+    _use_threads(threads)
     options = dict(locals())
     import json
 
@@ -314,8 +331,10 @@ def evaluate(
         int | None,
         typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
     ] = None,
+    threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Score a trained model on any text: loss in nats and bits per character."""
+    _use_threads(threads)
     import json
 
     from charlstm.progress import CorpusProgress
@@ -384,9 +403,11 @@ def inspect_gates(
     json_path: Annotated[Path | None, typer.Option("--json", help="Export the raw trace as JSON.")] = None,
     npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
     seed: Annotated[int | None, _inspect_option("seed", "Seed for the default generated passage.")] = None,
+    threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Colour text by what chosen gates and units do, or by how surprised the model was;
     saturation stats, a unit finder, and the model's top guesses for each character."""
+    _use_threads(threads)
     from charlstm import inspect, inspect_render
     from charlstm.config import InspectConfig
 
@@ -628,6 +649,7 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    threads.openmp_defaults()  # before anything imports torch: libgomp reads it once, at load
     code = 0
     try:
         result = app(args=argv, standalone_mode=False, prog_name="charlstm")
