@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -378,5 +379,28 @@ def test_a_real_full_disk_stops_training_with_one_line_and_resume_works_after_fr
         assert result.returncode == 0, result.stderr
         assert checkpoint.saved_step(run / "last.pt") == 40
         assert [r["step"] for r in history.read_run(run).evaluations] == [10, 20, 30, 40]
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+def test_a_full_disk_under_torchrun_stops_every_rank_with_one_line(tmp_path, small_corpus):
+    """Rank 0 alone writes; the other ranks learn of its failure at the save instead of
+    waiting for it in a collective, and the line is said once."""
+    small = tmp_path / "small"
+    if not mount_tmpfs(small, "3m"):
+        pytest.skip("mounting a tmpfs needs root (and a system that allows it)")
+    try:
+        root = small / "ck"
+        model = ["--layers", "2", "--hidden", "96", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
+        args = train_args(small_corpus, root, "--device", "cpu", steps=40, eval_every=10, model=model)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        result = subprocess.run([*command, "-m", "charlstm", *args], capture_output=True, text=True, timeout=240)
+        (run,) = root.iterdir()
+        assert result.returncode != 0
+        lines = [line for line in result.stderr.splitlines() if line.startswith("charlstm: error:")]
+        assert len(lines) == 1 and "no space left on the device" in lines[0], result.stderr
+        assert lines[0].endswith(f"free space and resume with: charlstm train --resume {run}")
+        assert checkpoint.saved_step(run / "last.pt") == 10
+        no_temporaries(small)
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
