@@ -416,6 +416,7 @@ class Batcher:
         if job.request.keep and not job.cancelled:
             session = job.request.session or secrets.token_urlsafe(12)
             row.key = None
+            row.restart()  # its text is sent; the state and random stream are what is kept
             with self.lock:
                 self.sessions[session] = _Kept(row, self.clock() + self.limits.session_ttl)
             event["session"] = session

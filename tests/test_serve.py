@@ -311,6 +311,7 @@ def test_a_continuation_is_one_long_sample(client: Client) -> None:
     settings = {"prime": PRIME, "temperature": 0.9, "top_k": 20}
     (first,) = client.generate(**settings, length=70, seed=11, keep=True)
     session = first["session"]
+    assert not client.server.batcher.sessions[session].row.chars  # a kept state holds no text
     (second,) = client.generate(session=session, length=50, temperature=0.9, top_k=20, keep=True)
     assert second["session"] == session and second["prime"] == ""
     events = client.stream(session=session, length=80, temperature=0.9, top_k=20)
