@@ -141,7 +141,7 @@ def test_a_read_only_folder_is_one_clear_error(tmp_path):
     make_checkpoint(path)
     (tmp_path / "run").chmod(0o500)
     try:
-        with pytest.raises(CharlstmError, match="could not write .*last.pt: permission denied; the previous last.pt is intact"):
+        with pytest.raises(CharlstmError, match="last.pt: permission denied; the previous last.pt is intact"):
             make_checkpoint(path)
     finally:
         (tmp_path / "run").chmod(0o700)
