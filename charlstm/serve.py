@@ -51,6 +51,10 @@ EXPOSED = (
 MAX_UNITS = 16
 """Units one request may trace (and the playground offers at most)."""
 
+MAX_STOPS, MAX_STOP_LENGTH = 16, 64
+"""Stop strings one request may give, and their most characters: every live sample is checked
+against its stop strings at each character, in the one thread that draws for everyone."""
+
 SAMPLING_FIELDS: dict[str, str] = {
     "prime": "a string or null",
     "length": "an integer",
@@ -119,7 +123,9 @@ def generate_request(body: dict[str, Any], model: Model, config: ServeConfig) ->
     body = _checked(body, GENERATE_FIELDS)
     settings = {name: body[name] for name in SAMPLING_FIELDS if name in body}
     if "stop" in settings:
-        settings["stop"] = (settings["stop"],) if isinstance(settings["stop"], str) else tuple(settings["stop"])
+        stops = settings["stop"] = (settings["stop"],) if isinstance(settings["stop"], str) else tuple(settings["stop"])
+        if len(stops) > MAX_STOPS or max(map(len, stops), default=0) > MAX_STOP_LENGTH:
+            raise Refused(400, f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_LENGTH} characters each")
     session = body.get("session")
     if settings.get("length", 0) > config.max_length:
         raise Refused(

@@ -436,6 +436,8 @@ BAD_BODIES = [
     (b'{"top_p": 0}', "top_p must be in (0, 1]"),
     (b'{"length": -1}', "length"),
     (b'{"stop": [""]}', "stop needs text"),
+    (b'{"stop": "' + b"x" * 65 + b'"}', "stop takes at most 16 strings of at most 64 characters"),
+    (json.dumps({"stop": list("abcdefghijklmnopq")}).encode(), "stop takes at most 16 strings"),
     (b'{"prime": ""}', "leave prime out"),
     (b'{"seed": 18446744073709551616}', "seed must be in"),
     ('{"prime": "Ωmega"}'.encode(), "the prime text has characters the model never saw: 'Ω'"),
