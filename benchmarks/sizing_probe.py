@@ -1,0 +1,115 @@
+"""How well the budget probe predicts the steps/s a run then achieves.
+
+For each shape (hidden x batch, two layers): the probe as budget sizing runs it
+(budget.measure_steps_per_second on a fresh trainer), the probe as it was before (the mean
+over 0.5 s after 2 steps), then a real run of that shape for `--train-seconds` (charlstm's
+trainer, evaluations included as in a real run) and the steps/s it achieved in training
+time. The shapes are probed in order, smallest first, in one process, as sizing does.
+With `--budgets`, also the whole flow: size_for_budget for each budget, then a run of the
+chosen shape for that budget, predicted against achieved.
+
+Prints one JSON line per shape or budget (error = predicted / achieved - 1), then a table.
+
+    python benchmarks/sizing_probe.py --precision fp32                      # 4 shapes, 60 s each
+    python benchmarks/sizing_probe.py --precision fp32 --shapes --budgets 120 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from corpus_arg import add_corpus_argument, describe, find_corpus
+
+from charlstm import budget
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.device import keep_freed_memory
+from charlstm.train import Trainer, load_data
+
+
+def old_probe(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
+    """The probe before it was fixed: the mean over at least 0.5 s (and 3 steps) after 2 steps."""
+    for _ in range(warmup):
+        float(trainer.train_step())
+    steps, start = 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - start < seconds:
+        float(trainer.train_step())
+        steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def achieved(model: ModelConfig, config: TrainConfig, data, seconds: float, root: Path) -> float:
+    """Steps per second of training time in a real run of `seconds`."""
+    run = replace(config, max_time=seconds, max_steps=0, sample_every=0)
+    trainer = Trainer(model, run, data, root / f"h{model.hidden}-b{config.batch_size}-{time.time_ns()}")
+    trainer.run_dir.mkdir(parents=True)
+    trainer.run()
+    return trainer.steps_per_second()
+
+
+def row(kind: str, shape: str, predicted: float, got: float, **extra) -> dict:
+    return (
+        {"kind": kind, "shape": shape, "predicted": round(predicted, 2), "achieved": got}
+        | extra
+        | {"error": round(predicted / got - 1, 3)}
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_corpus_argument(parser)
+    parser.add_argument("--shapes", nargs="*", default=["128x16", "256x16", "256x32", "384x32"], help="HIDDENxBATCH")
+    parser.add_argument("--train-seconds", type=float, default=60.0, help="length of each shape's run")
+    parser.add_argument("--budgets", nargs="*", type=float, default=[], help="also size and run for these budgets")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    keep_freed_memory()  # as charlstm train does
+    corpus = find_corpus(args.corpus)
+    base = TrainConfig(corpus=str(corpus), precision=args.precision, device=args.device)
+    data = load_data(base)
+    facts = describe(corpus) | {"precision": args.precision}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sizing-probe-") as folder:
+        root = Path(folder)
+        for shape in args.shapes:
+            hidden, batch = map(int, shape.split("x"))
+            model = ModelConfig(vocab_size=len(data.vocabulary), layers=args.layers, hidden=hidden)
+            config = replace(base, batch_size=batch)
+            new = budget.measure_steps_per_second(Trainer(model, config, data, Path()))
+            old = old_probe(Trainer(model, config, data, Path()))
+            got = achieved(model, config, data, args.train_seconds, root)
+            rows.append(
+                facts | row("shape", shape, new, got, old_predicted=round(old, 2), old_error=round(old / got - 1, 3))
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        for seconds in args.budgets:
+            model = ModelConfig(vocab_size=len(data.vocabulary), layers=args.layers)
+            sized_model, sized_config, sizing = budget.size_for_budget(model, replace(base, max_time=seconds), data)
+            got = achieved(sized_model, sized_config, data, seconds, root)
+            shape = f"{sizing.hidden}x{sizing.batch_size}"
+            rows.append(
+                facts | row("budget", shape, sizing.predicted(), got, budget_s=seconds, probed=sizing.steps_per_second)
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    print(
+        f"\n{'kind':<7} {'shape':<8} {'predicted':>9} {'achieved':>9} {'error':>7} {'old':>7} {'old err':>8}",
+        file=sys.stderr,
+    )
+    for r in rows:
+        kind = r["kind"] if r["kind"] == "shape" else f"{r['budget_s']:g} s"
+        old = f"{r['old_predicted']:>7.2f} {r['old_error']:>+8.1%}" if "old_predicted" in r else ""
+        print(
+            f"{kind:<7} {r['shape']:<8} {r['predicted']:>9.2f} {r['achieved']:>9.2f} {r['error']:>+7.1%} {old}",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()
