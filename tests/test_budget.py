@@ -67,8 +67,9 @@ def tiny_data(small_corpus):
     ("native", "rates", "chosen", "reason"),
     [
         (True, {"fp32": 10.0, "bf16": 15.0}, "bf16", "native bf16 measured 1.50x fp32"),
-        (True, {"fp32": 10.0, "bf16": 4.0}, "fp32", "bf16 is native but measured 0.40x fp32"),
-        (True, {"fp32": 10.0, "bf16": 10.0}, "fp32", "bf16 is native but measured 1.00x fp32"),
+        (True, {"fp32": 10.0, "bf16": 4.0}, "fp32", "bf16 is native but measured 0.40x fp32, under 1.05x"),
+        (True, {"fp32": 10.0, "bf16": 10.3}, "fp32", "bf16 is native but measured 1.03x fp32, under 1.05x"),
+        (True, {"fp32": 10.0, "bf16": 10.5}, "bf16", "native bf16 measured 1.05x fp32"),
         (False, {"fp32": 10.0, "bf16": 15.0}, "fp32", "no native bf16 on this cpu"),
     ],
 )
@@ -172,5 +173,5 @@ def test_an_unsized_run_records_its_rate_and_no_prediction(tmp_path, small_corpu
 
 
 def test_a_choice_says_what_it_measured():
-    choice = PrecisionChoice("fp32", "bf16 is native but measured 0.40x fp32", {"fp32": 10.0, "bf16": 4.0})
+    choice = PrecisionChoice("fp32", "bf16 is native but measured 0.40x fp32, under 1.05x", {"fp32": 10.0, "bf16": 4.0})
     assert choice.to_dict()["steps_per_second"] == {"fp32": 10.0, "bf16": 4.0}
