@@ -15,7 +15,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,7 +487,8 @@ class Trainer:
         except (OSError, ValueError):
             return  # config.json is the run's record, not something training needs
         written["sized_for_budget"]["achieved_steps_per_second"] = rate
-        checkpoint.write_json(path, written)
+        with suppress(WriteFailed):  # a full disk: the run is done, its checkpoints whole; this figure can go
+            checkpoint.write_json(path, written)
 
     def record_status(self, state: str, error: str | None = None) -> None:
         """status.json, which `charlstm runs` reads: running (rewritten after each evaluation,
