@@ -112,7 +112,7 @@ def _api_words(message: str) -> str:
     for name in SAMPLING_FIELDS:
         flag = FLAGS.get(name)
         if flag:
-            message = message.replace(f"leave {flag} out", f"leave {name} out").replace(flag, name)
+            message = message.replace(flag, name)
     return message
 
 
@@ -127,19 +127,6 @@ def generate_request(body: dict[str, Any], model: Model, config: ServeConfig) ->
         if len(stops) > MAX_STOPS or max(map(len, stops), default=0) > MAX_STOP_LENGTH:
             raise Refused(400, f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_LENGTH} characters each")
     session = body.get("session")
-    if settings.get("length", 0) > config.max_length:
-        raise Refused(
-            400,
-            f"length {settings['length']} is above this server's {option('max_length')} {config.max_length}",
-            option("max_length"),
-        )
-    if settings.get("num_samples", 0) > config.max_samples:
-        raise Refused(
-            400,
-            f"num_samples {settings['num_samples']} is above this server's {option('max_samples')} "
-            f"{config.max_samples}",
-            option("max_samples"),
-        )
     if "seed" in settings and settings["seed"] is not None:
         last = settings["seed"] + settings.get("num_samples", 1) - 1
         if settings["seed"] < -(2**63) or last >= 2**64:
@@ -157,13 +144,23 @@ def generate_request(body: dict[str, Any], model: Model, config: ServeConfig) ->
         prime = read if session is not None else check(sampling, model.vocabulary)
     except CharlstmError as e:
         raise Refused(400, _api_words(str(e))) from None
+    for name in ("length", "num_samples"):
+        _within(name, getattr(sampling, name), name not in settings, config)
     unreachable = unreachable_stops(sampling, model.vocabulary)
     if unreachable:
         raise Refused(400, _api_words(unreachable[0]))
+    if len(body.get("units", ())) > MAX_UNITS:
+        raise Refused(400, f"units lists {len(body['units'])} units; at most {MAX_UNITS} may be traced at once")
     units = tuple(_unit(value, model) for value in body.get("units", ()))
-    if len(units) > MAX_UNITS:
-        raise Refused(400, f"units lists {len(units)} units; at most {MAX_UNITS} may be traced at once")
     return GenerateRequest(sampling, prime, body.get("stream", False), body.get("keep", False), session, units)
+
+
+def _within(name: str, value: int, default: bool, config: ServeConfig) -> None:
+    """Refuse a `length` or `num_samples` (asked for, or the default) above the server's limit."""
+    limit = {"length": "max_length", "num_samples": "max_samples"}[name]
+    if value > getattr(config, limit):
+        given = f"{name} {value}" + (" (the default)" if default else "")
+        raise Refused(400, f"{given} is above this server's {option(limit)} {getattr(config, limit)}", option(limit))
 
 
 def _unit(value: Any, model: Model) -> Unit:

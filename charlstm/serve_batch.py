@@ -382,7 +382,7 @@ class Batcher:
         columns: dict[tuple[int, int], list[float]] = {}
         for i, row in enumerate(rows):
             job, k = row.key
-            if not job.request.units:
+            if not job.request.units or not job.request.stream:
                 continue
             values = []
             for u in job.request.units:

@@ -401,6 +401,14 @@ def test_limits_on_a_request(client: Client, body: dict, status: int, limit: str
     assert answer["limit"] == limit and limit in answer["error"]
 
 
+def test_the_default_length_counts_against_the_limit(trained_run: Path) -> None:
+    with running(trained_run, max_length=100) as c:
+        answer = refused(c, 400, {})
+        default = SamplingConfig().length
+        assert answer["error"] == f"length {default} (the default) is above this server's --max-length 100"
+        assert c.generate(length=100)[0]["characters"] == 100
+
+
 def test_a_body_above_the_limit_is_refused_unread(client: Client) -> None:
     answer = refused(client, 413, raw=b"{" + b" " * 70_000 + b"}")
     assert answer["limit"] == "--max-body" and "65,536" in answer["error"]
@@ -446,6 +454,7 @@ BAD_BODIES = [
     (b'{"units": [{"layer": 9, "quantity": "cell", "unit": 0}]}', "layer must be an integer in 0..1"),
     (b'{"units": [{"layer": 0, "quantity": "reset", "unit": 0}]}', "no quantity"),
     (b'{"units": [{"layer": 0, "quantity": "cell"}]}', "each entry of units"),
+    (json.dumps({"units": [0] * 17}).encode(), "at most 16 may be traced"),
 ]
 
 
