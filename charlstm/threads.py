@@ -6,8 +6,8 @@ with their share of one small operation, spin (libgomp: 300,000 turns) waiting f
 next, on the very cores the other process's threads need. Two things fix it, measured by
 benchmarks/shared_cores.py:
 
-- idle threads wait briefly before they sleep (`openmp_defaults`, set before torch
-  loads, because libgomp reads its environment once, when it is loaded);
+- idle threads sleep at once instead of spinning (`openmp_defaults`: OMP_WAIT_POLICY=PASSIVE,
+  set before torch loads, because libgomp reads its environment once, when it is loaded);
 - `--threads auto` takes only the cores no other program is running on at start.
 
 This module imports no torch: `openmp_defaults` must run before torch is first imported.
@@ -20,18 +20,19 @@ from collections.abc import MutableMapping
 
 from charlstm.config import check_threads
 
-SPIN_COUNT = "10000"
-"""GOMP_SPINCOUNT charlstm sets where the user set no wait policy: a short spin keeps
-back-to-back operations quick alone, and sleeps before it starves a neighbour."""
+WAIT_POLICY = "PASSIVE"
+"""OMP_WAIT_POLICY charlstm sets where the user chose none. On 2 cores shared with other
+work, 30 steps of a 2x32 model took 0.27-0.94 s passive against 4-17 s with libgomp's
+default spin and 1-7 s with GOMP_SPINCOUNT=10000; two such runs at once 0.6 s against
+9-19 s and 8-13 s (benchmarks/shared_cores.py, rounds interleaved)."""
 
 
 def openmp_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
-    """A short OpenMP spin unless the user chose a wait policy (OMP_WAIT_POLICY, GOMP_SPINCOUNT).
-
-    Only effective before torch is imported in this process (the command line calls it first).
-    """
+    """Idle OpenMP threads sleep at once, unless the user chose a wait policy (OMP_WAIT_POLICY,
+    GOMP_SPINCOUNT). Only effective before torch is imported in this process (the command
+    line calls it first)."""
     if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
-        environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+        environ["OMP_WAIT_POLICY"] = WAIT_POLICY
 
 
 def busy_cores() -> int:

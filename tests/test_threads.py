@@ -27,10 +27,10 @@ def test_bad_thread_counts_are_refused(bad):
         threads.choose(bad, environ={})
 
 
-def test_idle_threads_spin_briefly_unless_the_user_chose_a_policy():
+def test_idle_threads_sleep_unless_the_user_chose_a_policy():
     environ = {}
     threads.openmp_defaults(environ)
-    assert environ == {"GOMP_SPINCOUNT": threads.SPIN_COUNT}
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
     for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
         environ = dict(chosen)
         threads.openmp_defaults(environ)
@@ -54,17 +54,17 @@ def test_busy_cores_reads_the_running_count(monkeypatch, tmp_path):
 
 
 def test_the_commands_take_threads_and_the_policy_reaches_torch_before_it_loads(tmp_path):
-    """The child's torch must see GOMP_SPINCOUNT in its environment and use --threads."""
+    """The child's torch must see OMP_WAIT_POLICY in its environment and use --threads."""
     script = (
         "import os, sys; from charlstm import cli, threads; threads.openmp_defaults(); import torch; "
-        "threads.apply('1'); print(os.environ['GOMP_SPINCOUNT'], torch.get_num_threads())"
+        "threads.apply('1'); print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())"
     )
     import subprocess
     import sys
 
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == [threads.SPIN_COUNT, "1"]
+    assert out.split() == ["PASSIVE", "1"]
     for command in (["train"], ["sample"], ["eval", str(tmp_path / "text.txt")], ["inspect-gates"]):
         result = run_cli(*command, "--threads", "zero")
         assert result.returncode != 0 and "--threads must be auto or a number of threads" in result.stderr, command
