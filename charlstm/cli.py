@@ -68,7 +68,7 @@ def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
 
 _THREADS = typer.Option(
     "--threads",
-    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else the cores other programs leave free). "
+    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else every core). "
     f"\\[default: {THREADS}]",
     show_default=False,
 )

@@ -84,7 +84,7 @@ def check_precision(name: str) -> None:
 
 
 THREADS = "auto"
-"""--threads' default: OMP_NUM_THREADS when set, else the cores no other program is busy on (charlstm/threads.py)."""
+"""--threads' default: torch's own choice, OMP_NUM_THREADS when set, else every usable core (charlstm/threads.py)."""
 
 
 def check_threads(value: str) -> None:

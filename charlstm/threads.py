@@ -3,12 +3,12 @@
 Two trainings side by side on two cores used to crawl: a 2x32 run of 30 steps that took
 under a second alone took 32 s beside another. Each process's OpenMP threads, finished
 with their share of one small operation, spin (libgomp: 300,000 turns) waiting for the
-next, on the very cores the other process's threads need. Two things fix it, measured by
+next, on the very cores the other process's threads need. Two settings answer it, measured by
 benchmarks/shared_cores.py:
 
 - idle threads sleep at once instead of spinning (`openmp_defaults`: OMP_WAIT_POLICY=PASSIVE,
   set before torch loads, because libgomp reads its environment once, when it is loaded);
-- `--threads auto` takes only the cores no other program is running on at start.
+- `--threads N` for whoever wants fewer threads than cores (`auto`: torch's choice).
 
 This module imports no torch: `openmp_defaults` must run before torch is first imported.
 """
@@ -35,45 +35,16 @@ def openmp_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
         environ["OMP_WAIT_POLICY"] = WAIT_POLICY
 
 
-def busy_cores() -> int:
-    """Runnable threads of other programs right now (Linux: /proc/loadavg's running count,
-    less this process's one), the least of a few looks; elsewhere the 1-minute load average.
+def choose(setting: str) -> int | None:
+    """The thread count for `setting` (`--threads`): a number is taken as it is; `auto` is None,
+    torch's own choice: OMP_NUM_THREADS when set, else every core this process may use.
 
-    The instantaneous count, not the load average: the average lags a minute, so a run
-    started just after another finished would think the cores still busy.
+    `auto` does not shrink when other programs are busy: the thread count decides the order
+    in which floating-point sums are taken, so a run resumed with another count would not
+    continue bit for bit, and the passive wait policy already lets runs share cores fairly.
     """
-    try:
-        looks = []
-        for _ in range(3):
-            with open("/proc/loadavg") as f:
-                looks.append(int(f.read().split()[3].split("/")[0]) - 1)
-        return max(0, min(looks))
-    except (OSError, ValueError, IndexError):
-        try:
-            return int(os.getloadavg()[0])
-        except (OSError, AttributeError):
-            return 0
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def choose(
-    setting: str, environ: MutableMapping[str, str] = os.environ, cores=usable_cores, busy=busy_cores
-) -> int | None:
-    """The thread count for `setting` (`--threads`): a number is taken as it is; `auto` is
-    OMP_NUM_THREADS when set (None: torch has read it already), else the cores no other
-    program is running on, at least one."""
     check_threads(setting)
-    if setting != "auto":
-        return int(setting)
-    if environ.get("OMP_NUM_THREADS"):
-        return None
-    return max(1, cores() - busy())
+    return None if setting == "auto" else int(setting)
 
 
 def apply(setting: str) -> int:
