@@ -112,8 +112,8 @@ def train(
     val_chars: Annotated[
         int | None, _train_option("val_chars", "Held-out chars each evaluation scores (the same ones); 0 = all.")
     ] = None,
-    full_val_at_end: Annotated[
-        bool | None, _train_option("full_val_at_end", "Also score the whole held-out split when the run ends.")
+    final_val: Annotated[
+        str | None, _train_option("final_val", "whole: score all held-out chars once more when the run ends.")
     ] = None,
     seed: Annotated[int | None, _train_option("seed", "Seed for weights, dropout and batches.")] = None,
     device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,

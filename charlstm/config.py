@@ -18,6 +18,7 @@ from charlstm.errors import CharlstmError
 CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
 PRECISIONS = ("auto", "fp32", "bf16")
 BATCHINGS = ("stream", "random")
+FINAL_VALS = ("bounded", "whole")
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 # The option a user types for each setting. Settings missing here are no option of any
@@ -39,7 +40,7 @@ FLAGS: dict[str, str] = {
     "sample_every": "--sample-every",
     "val_frac": "--val-frac",
     "val_chars": "--val-chars",
-    "full_val_at_end": "--full-val-at-end",
+    "final_val": "--final-val",
     "seed": "--seed",
     "device": "--device",
     "precision": "--precision",
@@ -161,7 +162,7 @@ class TrainConfig:
     # numbers unchanged) and bounds evaluation on any bigger corpus to about a tenth of the
     # training between two evaluations at the defaults (docs/training-budget.md).
     val_chars: int = 131_072
-    full_val_at_end: bool = False  # score the whole split once more when the run ends (exact figure)
+    final_val: str = "bounded"  # `whole`: score the whole split once more when the run ends (the exact figure)
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
@@ -176,6 +177,8 @@ class TrainConfig:
             raise CharlstmError(f"{flag('batching')} must be {_listed(BATCHINGS)}, got {self.batching!r}")
         check_device_name(self.device)
         check_precision(self.precision)
+        if self.final_val not in FINAL_VALS:
+            raise CharlstmError(f"{flag('final_val')} must be {_listed(FINAL_VALS)}, got {self.final_val!r}")
 
 
 @dataclass(frozen=True)

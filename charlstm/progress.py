@@ -122,7 +122,7 @@ def validation_note(trainer: Trainer) -> str:
     scored = trainer.validation_scored()
     if scored["whole"] or not scored["characters"]:
         return ""
-    end = "; all of them at the end" if scored["full_at_end"] else "; --val-chars 0 for all"
+    end = "; all of them at the end" if scored["final"] == "whole" else "; --val-chars 0 for all"
     return f" (each evaluation scores the same {scored['characters']:,} of them{end})"
 
 

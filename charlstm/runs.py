@@ -25,7 +25,7 @@ from charlstm.train import Data, Trainer, load_data
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).
 RESUMABLE_CHANGES = frozenset(
-    {"max_steps", "max_time", "eval_every", "sample_every", "device", "val_chars", "full_val_at_end"}
+    {"max_steps", "max_time", "eval_every", "sample_every", "device", "val_chars", "final_val"}
 )
 
 # Options by which a user chooses the model's size or the batch themselves; with none of

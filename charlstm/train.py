@@ -306,7 +306,7 @@ class Trainer:
             "characters": scored,
             "of": len(self.data.val),
             "whole": isinstance(self.val_batches, corpus.StreamBatches),
-            "full_at_end": self.config.full_val_at_end,
+            "final": self.config.final_val,
         }
 
     def budget_spent(self) -> float:
@@ -466,9 +466,9 @@ class Trainer:
         return record
 
     def final_evaluation(self, listener: TrainListener) -> None:
-        """With `full_val_at_end`, the whole split scored once more when a run ends (when
+        """With `final_val` whole, the whole split scored once more when a run ends (when
         periodic evaluations scored only part of it): the exact figure, in metrics.jsonl."""
-        if not self.config.full_val_at_end or self.val_batches is None:
+        if self.config.final_val != "whole" or self.val_batches is None:
             return
         if isinstance(self.val_batches, corpus.StreamBatches):
             return  # the periodic evaluations already scored all of it

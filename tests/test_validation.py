@@ -74,9 +74,9 @@ def test_val_chars_zero_scores_the_whole_split_however_long():
 
 
 def test_the_trainer_scores_the_bounded_part_and_the_whole_split_when_asked(tmp_path, small_corpus):
-    trainer = start(MODEL, config(small_corpus, val_chars=1_000, full_val_at_end=True), tmp_path)
+    trainer = start(MODEL, config(small_corpus, val_chars=1_000, final_val="whole"), tmp_path)
     scored = trainer.validation_scored()
-    assert scored == {"characters": 1_000, "of": len(trainer.data.val), "whole": False, "full_at_end": True}
+    assert scored == {"characters": 1_000, "of": len(trainer.data.val), "whole": False, "final": "whole"}
     assert trainer.evaluate() == trainer.evaluate(), "the same characters every time"
     streams = corpus.validation_streams(trainer.data.val, 8, 32)
     total, count = stream_loss(trainer.model, streams, trainer.device, trainer.precision).tolist()
@@ -95,7 +95,7 @@ def test_the_trainer_scores_the_bounded_part_and_the_whole_split_when_asked(tmp_
 
 
 def test_a_split_within_the_bound_is_whole_and_not_scored_twice_at_the_end(tmp_path, small_corpus):
-    trainer = start(MODEL, config(small_corpus, max_steps=10, full_val_at_end=True), tmp_path)
+    trainer = start(MODEL, config(small_corpus, max_steps=10, final_val="whole"), tmp_path)
     assert trainer.validation_scored()["whole"] and "each evaluation scores" not in run_line(trainer)
     result = trainer.run()
     assert "full_val_loss" not in result
@@ -156,3 +156,5 @@ def test_val_chars_may_change_on_resume_and_is_checked(tmp_path, small_corpus):
     assert resumed.validation_scored()["characters"] < 500
     with pytest.raises(CharlstmError, match="--val-chars must be >= 0"):
         replace(TrainConfig(), val_chars=-1)
+    with pytest.raises(CharlstmError, match="--final-val must be bounded or whole, got 'all'"):
+        replace(TrainConfig(), final_val="all")
