@@ -334,7 +334,8 @@ def test_runs_killed_at_random_moments_and_resumed_end_bit_identical(tmp_path, s
     a = torch.load(reference / "last.pt", weights_only=True)
     b = torch.load(run / "last.pt", weights_only=True)
     assert a["resume"]["step"] == b["resume"]["step"] == 120
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.jsonl"]
+    listed = sorted(p.name for p in run.iterdir())
+    assert listed == ["best.pt", "config.json", "last.pt", "metrics.jsonl", "status.json"]
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
 
