@@ -97,13 +97,14 @@ def measure_steps_per_second(
     the median time of a step, over at least `window` steps and seconds, after at least
     `warmup` steps and seconds.
 
-    The probe used to take the mean over 0.5 s after 2 steps and read 20-40% low on the
-    larger shapes (256x32: 11.2 steps/s probed, 18.6 achieved). A new, larger shape's first
-    steps are slow: they grow the heap (fresh pages, zeroed by the kernel, until the freed
-    buffers are reused) and build oneDNN primitives for the new sizes. The larger the
-    shape, the fewer steps fit in half a second, so those slow first steps weighed most
-    exactly where the choice was made. A warm-up by time as well as by steps lets them
-    pass, and the median leaves out the odd step another process interrupted.
+    The probe used to take the mean over 0.5 s after 2 steps, and on some runs read 20-40%
+    low on the larger shapes (256x32: 11.2 steps/s probed, 18.6 achieved). A new, larger
+    shape's first steps are slow (they grow the heap with fresh pages the kernel zeroes, and
+    build oneDNN primitives for the new sizes), and the larger the shape the fewer steps
+    fit in half a second, so a few slow steps, or one a neighbouring process interrupted,
+    moved a mean over 4-6 steps by a third. A warm-up by time as well as by steps lets the
+    first steps pass, a longer window holds more steps, and the median leaves out the
+    odd interrupted one. benchmarks/sizing_probe.py measures the error, old and new.
     Reading each loss waits for the device.
     """
     started = clock()
