@@ -14,6 +14,7 @@ Nothing here computes a statistic or chooses a unit: `inspect.gate_report` did t
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -23,12 +24,14 @@ from typing import Any
 
 from torch import Tensor
 
+from charlstm import disk
 from charlstm.errors import CharlstmError
 from charlstm.inspect import SIGMOID_GATES, GateReport
 
 VIEWS = ("gates", "surprise")
 SURPRISE_SCALE = 8.0  # bits where the surprise colour is reddest: a character the model gave 1 in 256
 MOST_SURPRISING = 10  # rows of the terminal's table of the most surprising characters
+USER_FILE = 0o666  # exports are for sharing: the umask's mode, as a new file would get, not owner-only
 
 
 def check_view(view: str) -> str:
@@ -382,21 +385,42 @@ def export_json(report: GateReport, path: Path) -> None:
         "bits": bits,
         "guesses": [expected.guesses(t) for t in range(len(expected.text))],
     }
-    path.write_text(json.dumps(payload))
+    disk.atomic_write(path, json.dumps(payload).encode("utf-8"), mode=USER_FILE)
 
 
 def export_npz(report: GateReport, path: Path) -> None:
+    """The same trace as numpy arrays. numpy writes into the open file rather than to the
+    path: it would add `.npz` to a name without it, and a path leaves half a file on failure."""
     inspection, expected = report.inspection, report.expected
-    numpy_for_npz().savez_compressed(
-        path,
-        values=inspection.values.numpy(),
-        text=inspection.kept_text,
-        quantities=list(inspection.quantities),
-        bits=expected.bits.numpy(),
-        guess_ids=expected.guess_ids.numpy(),
-        guess_probabilities=expected.guess_probabilities.numpy(),
-        alphabet=expected.alphabet,
-    )
+    numpy = numpy_for_npz()
+
+    def write(sink: disk.Sink) -> None:
+        numpy.savez_compressed(
+            _ZipTarget(sink),
+            values=inspection.values.numpy(),
+            text=inspection.kept_text,
+            quantities=list(inspection.quantities),
+            bits=expected.bits.numpy(),
+            guess_ids=expected.guess_ids.numpy(),
+            guess_probabilities=expected.guess_probabilities.numpy(),
+            alphabet=expected.alphabet,
+        )
+
+    disk.atomic_write(path, write, mode=USER_FILE)
+
+
+class _ZipTarget:
+    """The temporary file as numpy's zip writer takes a file object: numpy tells one from a
+    path by its `read`, which writing a zip never calls."""
+
+    def __init__(self, sink: disk.Sink):
+        self._sink = sink
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sink, name)
+
+    def read(self, *_: Any) -> bytes:
+        raise io.UnsupportedOperation("the export is being written, not read")
 
 
 @dataclass(frozen=True)
@@ -420,17 +444,15 @@ class Outputs:
                 raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
 
     def write(self, report: GateReport, title: str) -> Iterator[Path]:
-        """Write each file asked for, yielding its path once it is written."""
+        """Write each file asked for, whole or not at all (a failure is `WriteFailed`, and the
+        file it would have replaced is kept), yielding its path once it is written."""
         writers = (
-            (self.html, lambda path: path.write_text(page(report, title), encoding="utf-8")),
+            (self.html, lambda path: disk.atomic_write(path, page(report, title).encode("utf-8"), mode=USER_FILE)),
             (self.json, lambda path: export_json(report, path)),
             (self.npz, lambda path: export_npz(report, path)),
         )
         for path, write in writers:
             if path is None:
                 continue
-            try:
-                write(path)
-            except OSError as e:
-                raise CharlstmError(f"cannot write {path}: {e.strerror}") from None
+            write(path)
             yield path

@@ -284,32 +284,42 @@ def test_a_synthetic_corpus_that_cannot_be_written_is_one_line(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("option, name", [("--json", "trace.json"), ("--html", "gates.html")])
+@pytest.mark.parametrize("option, name", [("--json", "trace.json"), ("--html", "gates.html"), ("--npz", "trace.npz")])
 @pytest.mark.parametrize("code", ERRNOS)
+@pytest.mark.parametrize("existing", [False, True])
 def test_an_inspect_gates_export_that_cannot_be_written_is_one_line(
-    tmp_path, monkeypatch, capsys, trained_run, option, name, code
+    tmp_path, monkeypatch, capsys, trained_run, option, name, code, existing
 ):
-    """The export fails as a disk would, through charlstm's writer or a plain Path.write_text."""
-    FailingDisk(monkeypatch, name, code)
-    real_write_text = Path.write_text
-
-    def write_text(self, *args, **kwargs):
-        if self.name == name:
-            raise OSError(code, os.strerror(code))
-        return real_write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", write_text)
+    """The disk takes part of the export, then fails: the file it replaces stays whole, no
+    partial file is left, and the line says so."""
     out = tmp_path / name
+    if existing:
+        out.write_bytes(b"an earlier export")
+    FailingDisk(monkeypatch, name, code, partial=100)
     status, _, err = invoke(capsys, "inspect-gates", "--checkpoint", str(trained_run), "-n", "40", option, str(out))
     assert status == 1
     line = one_line(err)
-    assert line.startswith(f"charlstm: error: could not write {out}: ") or line.startswith(
-        f"charlstm: error: cannot write {out}: "
-    )
-    words = {errno.ENOSPC: "no space left", errno.EROFS: "read-only", errno.EIO: "input/output error"}[code]
-    assert words in line.lower()
-    assert not out.exists()
+    assert line.startswith(f"charlstm: error: could not write {out}: {REASON[code]}")
+    if existing:
+        assert line.endswith(f"; the previous {name} is intact")
+        assert out.read_bytes() == b"an earlier export"
+    else:
+        assert line.endswith(f"; no partial {name} was left")
+        assert not out.exists()
     no_temporaries(tmp_path)
+
+
+def test_an_npz_export_is_written_to_the_name_given(tmp_path, capsys, trained_run):
+    """numpy adds `.npz` to a path without it; the export is written where the user said."""
+    import numpy
+
+    out = tmp_path / "trace.data"
+    status, _, err = invoke(capsys, "inspect-gates", "--checkpoint", str(trained_run), "-n", "40", "--npz", str(out))
+    assert status == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.data"]
+    with numpy.load(out) as arrays:
+        assert arrays["values"].shape[0] == len(str(arrays["text"]))
+    assert out.stat().st_mode & 0o777 == 0o666 & ~disk._umask(), "shared like any new file, not owner-only"
 
 
 def test_a_disk_short_of_room_for_two_checkpoints_is_a_warning_then_training(
