@@ -143,7 +143,14 @@ def validation_batches(
 ) -> corpus.StreamBatches | SpreadStreams:
     """What a periodic evaluation scores: the whole split when `chars` is 0 or the split
     is no longer than that (a small corpus's numbers stay as they were), else `chars`
-    characters of it in `streams` stretches spread over it (`SpreadStreams`)."""
+    characters of it in `streams` stretches spread over it (`SpreadStreams`). A split
+    shorter than one window is refused: its loss would say little (`charlstm eval` scores
+    any text; a run's validation should mean something)."""
+    if len(tokens) - 1 < seq_len:
+        raise CharlstmError(
+            f"the validation split ({len(tokens)} characters) is shorter than one window of {seq_len + 1}; "
+            "raise --val-frac, lower --seq-len, or use --val-frac 0 for no validation"
+        )
     whole = corpus.validation_streams(tokens, streams, seq_len)
     if chars == 0 or whole.targets.numel() <= chars:
         return whole

@@ -158,3 +158,13 @@ def test_val_chars_may_change_on_resume_and_is_checked(tmp_path, small_corpus):
         replace(TrainConfig(), val_chars=-1)
     with pytest.raises(CharlstmError, match="--final-val must be bounded or whole, got 'all'"):
         replace(TrainConfig(), final_val="all")
+
+
+def test_a_split_shorter_than_one_window_is_one_clear_line():
+    """charlstm eval scores any text, however short; a run's validation split of 6 characters
+    (--val-frac 0.0001 of 60,000) was accepted once the streams learned to cover short texts."""
+    from charlstm.errors import CharlstmError
+
+    with pytest.raises(CharlstmError, match=r"validation split \(6 characters\) is shorter than one window of 33"):
+        validation_batches(tokens(6), 8, 32, TrainConfig().val_chars)
+    assert len(validation_batches(tokens(33), 8, 32, TrainConfig().val_chars)) == 1
