@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charlstm.errors import CharlstmError
+from charlstm import disk
+from charlstm.errors import CharlstmError, WriteFailed
 
 CONFIG, METRICS, STATUS, SAMPLES = "config.json", "metrics.jsonl", "status.json", "samples.jsonl"
 CHECKPOINTS = ("last.pt", "best.pt")
@@ -69,10 +70,14 @@ def write_status(run_dir: Path, state: str, step: int, elapsed: float, error: st
 
 
 def append_sample(run_dir: Path, step: int, elapsed: float, text: str) -> None:
-    """Keep one sample the trainer printed; a half-written last line is skipped by `read_samples`."""
+    """Keep one sample the trainer printed, as one whole line or none (`disk.append_line`).
+
+    A sample that cannot be written is dropped: samples are a convenience for `charlstm
+    report`, and on a full disk the next checkpoint or metrics.jsonl record stops the
+    run with its own line."""
     line = json.dumps({"step": step, "elapsed": round(elapsed, 2), "text": text}, ensure_ascii=False)
-    with contextlib.suppress(OSError), open(run_dir / SAMPLES, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    with contextlib.suppress(WriteFailed):
+        disk.append_line(run_dir / SAMPLES, line)
 
 
 # --- reading a run folder ---------------------------------------------------------------------

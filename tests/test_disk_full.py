@@ -150,6 +150,17 @@ def test_a_metrics_line_the_disk_took_half_of_is_cut_back(tmp_path, monkeypatch)
     assert [r["step"] for r in history._read_lines(log, notes)] == [10, 20] and notes == []
 
 
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_sample_that_cannot_be_written_is_dropped_whole_and_training_goes_on(tmp_path, monkeypatch, code):
+    """Samples are a convenience: a failed one raises nothing, and leaves no half line."""
+    history.append_sample(tmp_path, 10, 1.0, "first")
+    FailingDisk(monkeypatch, history.SAMPLES, code, partial=20)
+    history.append_sample(tmp_path, 20, 2.0, "second " * 100)
+    text = (tmp_path / history.SAMPLES).read_text()
+    assert text.endswith("\n") and [json.loads(x)["step"] for x in text.splitlines()] == [10]
+    history.append_sample(tmp_path / "gone", 30, 3.0, "a run folder that is gone")
+
+
 def test_a_line_after_one_cut_short_by_a_kill_starts_on_its_own_line(tmp_path):
     """A writer killed mid-line leaves half a record; the next record must not be glued to it."""
     log = tmp_path / "metrics.jsonl"
