@@ -9,7 +9,6 @@ file it was asked to replace.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,15 +56,10 @@ def export(checkpoint: str | Path | None, onnx: Path | None, html: Path | None, 
 
 
 def write(path: Path, data: bytes) -> None:
-    """Write the whole file or nothing, readable by others as a new file would be (the
-    umask's mode, not the owner-only mode of the temporary file): exports are for sharing."""
-    try:
-        checkpoints.atomic_write(path, data)
-        umask = os.umask(0)
-        os.umask(umask)
-        path.chmod(0o666 & ~umask)
-    except OSError as e:
-        raise CharlstmError(f"cannot write {path}: {e.strerror or e}") from None
+    """Write the whole file or nothing (a failure is `WriteFailed`, the file it would replace
+    kept), readable by others as a new file would be (the umask's mode, not the owner-only
+    mode of the temporary file): exports are for sharing."""
+    checkpoints.atomic_write(path, data, mode=0o666)
 
 
 def check_output(path: Path, force: bool) -> None:

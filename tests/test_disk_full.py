@@ -333,6 +333,24 @@ def test_an_npz_export_is_written_to_the_name_given(tmp_path, capsys, trained_ru
     assert out.stat().st_mode & 0o777 == 0o666 & ~disk._umask(), "shared like any new file, not owner-only"
 
 
+def test_an_export_that_cannot_be_written_is_one_line_and_keeps_the_file_it_replaces(
+    tmp_path, monkeypatch, capsys, trained_run
+):
+    out = tmp_path / "model.html"
+    status, _, err = invoke(capsys, "export", str(trained_run), "--html", str(out))
+    assert status == 0, err
+    assert out.stat().st_mode & 0o777 == 0o666 & ~disk._umask(), "shared like any new file, not owner-only"
+    before = out.read_bytes()
+    FailingDisk(monkeypatch, out.name, errno.ENOSPC, partial=100)
+    status, _, err = invoke(capsys, "export", str(trained_run), "--html", str(out), "--force")
+    assert status == 1
+    line = one_line(err)
+    assert line.startswith(f"charlstm: error: could not write {out}: no space left on the device")
+    assert line.endswith("; the previous model.html is intact")
+    assert out.read_bytes() == before
+    no_temporaries(tmp_path)
+
+
 def test_a_disk_short_of_room_for_two_checkpoints_is_a_warning_then_training(
     tmp_path, monkeypatch, capsys, small_corpus
 ):
