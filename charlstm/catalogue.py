@@ -8,6 +8,7 @@ one every published number was measured on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,11 +16,12 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlstm.errors import CharlstmError
+from charlstm import disk
+from charlstm.errors import CharlstmError, reason
 
 Progress = Callable[[int, int], None]
 """Called as progress(bytes done, bytes in all) while a corpus downloads."""
@@ -104,7 +106,8 @@ def fetch(item: Entry, folder: Path, progress: Progress | None = None) -> tuple[
     """Download `item` into `folder`, verified; returns (path, whether it was downloaded).
 
     A file already there with the right checksum is kept; one with another is never
-    overwritten. The download goes to a hidden partial file that is removed on any failure.
+    overwritten. The download goes to a hidden partial file that is removed on any failure;
+    one that cannot be written is `WriteFailed`, worded as every other write.
     """
     target = folder / item.file
     if target.exists():
@@ -114,7 +117,7 @@ def fetch(item: Entry, folder: Path, progress: Progress | None = None) -> tuple[
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CharlstmError(f"cannot create {folder}: {e.strerror}") from e
+        raise CharlstmError(f"cannot create {folder}: {reason(e)}") from e
     part = folder / f".{item.file}.download"
     try:
         _download(item, part, progress)
@@ -123,7 +126,10 @@ def fetch(item: Entry, folder: Path, progress: Progress | None = None) -> tuple[
         else:
             _extract(item, part, target)
     except OSError as e:
-        raise CharlstmError(f"cannot write {target}: {e.strerror}") from e
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)  # before free space is measured
+        needed = item.bytes + (item.member_bytes or 0)  # a zip and its member are on disk at once
+        raise disk.failed(target, e, needed, f"no partial {target.name} was left") from e
     finally:
         part.unlink(missing_ok=True)
     return target, True
@@ -132,7 +138,7 @@ def fetch(item: Entry, folder: Path, progress: Progress | None = None) -> tuple[
 def _download(item: Entry, part: Path, progress: Progress | None) -> None:
     digest, done = hashlib.sha256(), 0
     try:
-        with urllib.request.urlopen(item.url, timeout=60) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(item.url, timeout=60) as response, _writing(part) as out:
             while block := response.read(CHUNK):
                 out.write(block)
                 digest.update(block)
@@ -149,11 +155,23 @@ def _download(item: Entry, part: Path, progress: Progress | None) -> None:
         )
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[disk.Sink]:
+    """`path` opened for writing, its bytes through `disk`'s writer: the operating system's
+    error reaches the caller as it is, and tests fail it as a disk would."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        yield disk.Sink(fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _extract(item: Entry, archive: Path, target: Path) -> None:
     """The archive's one member we want, checked, then moved into place."""
     part = target.with_name(f".{target.name}.extract")
     try:
-        with zipfile.ZipFile(archive) as z, z.open(item.member) as source, open(part, "wb") as out:
+        with zipfile.ZipFile(archive) as z, z.open(item.member) as source, _writing(part) as out:
             shutil.copyfileobj(source, out, CHUNK)
         if file_sha256(part) != item.member_sha256:
             raise CharlstmError(f"{item.member} in {item.url} does not match the catalogue's SHA-256; nothing was kept")

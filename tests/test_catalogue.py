@@ -1,5 +1,6 @@
 """`charlstm corpus list|get` against a local HTTP server: no test touches the network."""
 
+import errno
 import hashlib
 import http.server
 import json
@@ -10,7 +11,9 @@ from functools import partial
 import pytest
 
 from charlstm import catalogue
+from charlstm.errors import WriteFailed
 from tests.helpers import run_cli
+from tests.test_disk_full import ERRNOS, REASON, FailingDisk
 
 TEXT = "To be, or not to be: that is the question.\n" * 50
 
@@ -146,3 +149,28 @@ def test_a_fetched_corpus_is_found_where_get_left_it_and_only_if_it_is_the_right
     assert catalogue.find_fetched("hamlet") == catalogue.DEFAULT_FOLDER / "hamlet.txt", "get's default --to"
     (out / "hamlet.txt").write_text(TEXT.replace("question", "answer!!"))
     assert catalogue.find_fetched("hamlet", [out]) is None, "same name and size, other text"
+
+
+@pytest.mark.parametrize(
+    "name, file, failing",
+    [
+        ("hamlet", "hamlet.txt", ".hamlet.txt.download"),
+        ("zipped", "hamlet", ".hamlet.download"),
+        ("zipped", "hamlet", ".hamlet.extract"),
+    ],
+)
+@pytest.mark.parametrize("code", ERRNOS)
+def test_a_corpus_that_cannot_be_written_is_worded_as_every_other_write(
+    mirror, tmp_path, monkeypatch, name, file, failing, code
+):
+    """The download, or the member extracted from it, fails as a disk would."""
+    out, item = tmp_path / "data", catalogue.entry(name)
+    FailingDisk(monkeypatch, failing, code, partial=10)
+    with pytest.raises(WriteFailed) as failure:
+        catalogue.fetch(item, out)
+    assert str(failure.value).startswith(f"could not write {out / file}: {REASON[code]}")
+    assert str(failure.value).endswith(f"; no partial {file} was left")
+    if code == errno.ENOSPC:
+        needed = len(TEXT) + (item.bytes if item.member else 0)  # a zip and its member at once
+        assert failure.value.needed == needed and "needs about" in str(failure.value)
+    assert list(out.iterdir()) == []
