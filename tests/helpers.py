@@ -51,8 +51,13 @@ def train_args(
     model: list[str] = TINY_MODEL,
 ) -> list[str]:
     """`train CORPUS` for a fixed number of steps and no time limit, into CHECKPOINTS, with the
-    tiny model; `extra` options go before the model's so a test can add any (a --cell, a --seed)."""
+    tiny model; `extra` options go before the model's so a test can add any (a --cell, a --seed).
+
+    fp32 unless `extra` says otherwise: `--precision auto` times bf16 against fp32 where bf16 is
+    native, and two runs a test compares must not choose differently by the machine's load."""
     args = ["train", str(corpus), "--max-steps", str(steps), "--max-time", "0"]
+    if "--precision" not in extra:
+        args += ["--precision", "fp32"]
     if eval_every is not None:
         args += ["--eval-every", str(eval_every)]
     return [*args, "--sample-every", str(sample_every), "--checkpoints", str(checkpoints), *extra, *model]
