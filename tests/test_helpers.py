@@ -21,11 +21,13 @@ def test_train_args_is_the_command_line_it_names():
     assert options == {
         "--max-steps": "6",
         "--max-time": "0",
+        "--precision": "fp32",
         "--eval-every": "3",
         "--sample-every": "0",
         "--checkpoints": "runs",
         "--cell": "gru",
     }
+    assert "fp32" not in train_args("c.txt", "runs", "--precision", "bf16", steps=6)
 
 
 def test_torch_settings_changed_inside_are_put_back():
