@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.budget import BUDGET_STEPS
+from charlstm.device import describe_precision
 from charlstm.model import parameter_count
 from charlstm.train import Trainer, TrainListener
 
@@ -112,7 +113,8 @@ def run_line(trainer: Trainer) -> str:
         f"batch {c.batch_size}x{c.seq_len} | "
         f"corpus {data.name}{f' ({data.files} files)' if data.files > 1 else ''}: "
         f"{len(data.train):,} train / {len(data.val):,} val chars{validation_note(trainer)}, "
-        f"vocabulary {len(data.vocabulary)} | {trainer.device.type} {trainer.precision} | "
+        f"vocabulary {len(data.vocabulary)} | "
+        f"{trainer.device.type} {describe_precision(trainer.device, trainer.precision)} | "
         f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
     )
 

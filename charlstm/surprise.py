@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from charlstm import checkpoint, corpus, token_cache
 from charlstm.config import flag
-from charlstm.device import autocast, resolve_device, resolve_precision
+from charlstm.device import autocast, prepare_model, resolve_device, resolve_precision
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM
 from charlstm.tokenizer import Vocabulary
@@ -73,7 +73,7 @@ def character_bits(model: CharLSTM, tokens: Tensor, device: str = "auto", precis
     streams, length = batches.targets.shape
     starts = torch.arange(streams)[:, None] * length + 1  # the position of each stream's first target
     bits = torch.full((len(tokens),), math.nan)
-    model = model.to(device_).eval()
+    model = prepare_model(model, device_).eval()
     state = None
     with torch.inference_mode():
         for window in range(len(batches)):
