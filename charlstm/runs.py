@@ -17,7 +17,7 @@ from typing import Any
 from charlstm import budget, checkpoint, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
 from charlstm.device import resolve_device
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
 from charlstm.train import Data, Trainer, load_data
@@ -117,23 +117,29 @@ def start(
 
 
 def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
-    """config.json: what the run is, readable without charlstm."""
-    checkpoint.write_json(
-        trainer.run_dir / "config.json",
-        {
-            "model": trainer.model.config.to_dict(),
-            "train": asdict(trainer.config),
-            "corpus": trainer.data.name,
-            "corpus_sha256": trainer.data.sha256,
-            "parameters": parameter_count(trainer.model),
-            "init_from": init_from,
-            "processes": trainer.ranks.world,
-            "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
-            "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
-            "validation": trainer.validation_scored(),
-        },
-        kept=f"nothing was trained yet; free space and train again (the empty folder {trainer.run_dir} can go)",
-    )
+    """config.json: what the run is, readable without charlstm. If it cannot be written the
+    run has not begun, so the folder made for it, still empty, is removed (`WriteFailed`)."""
+    config = {
+        "model": trainer.model.config.to_dict(),
+        "train": asdict(trainer.config),
+        "corpus": trainer.data.name,
+        "corpus_sha256": trainer.data.sha256,
+        "parameters": parameter_count(trainer.model),
+        "init_from": init_from,
+        "processes": trainer.ranks.world,
+        "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
+        "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
+        "validation": trainer.validation_scored(),
+    }
+    try:
+        checkpoint.write_json(trainer.run_dir / "config.json", config)
+    except WriteFailed as e:
+        try:
+            trainer.run_dir.rmdir()  # only if empty: never anything a user put there
+            left = f"the empty run folder {trainer.run_dir} was removed"
+        except OSError:
+            left = f"the empty folder {trainer.run_dir} can go"
+        raise e.keeping(f"nothing was trained yet and {left}; free space and train again") from e
 
 
 def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:

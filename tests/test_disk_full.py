@@ -252,14 +252,37 @@ def test_a_metrics_record_that_cannot_be_written_stops_training_and_leaves_whole
 
 
 @pytest.mark.parametrize("code", ERRNOS)
-def test_a_config_json_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, small_corpus, code):
+def test_a_config_json_that_cannot_be_written_is_one_line_and_leaves_no_empty_run(
+    tmp_path, monkeypatch, capsys, small_corpus, code
+):
     FailingDisk(monkeypatch, "config.json", code)
+    status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
+    assert status == 1
+    line = one_line(err)
+    run = Path(re.search(r"could not write (\S+)/config\.json", line).group(1))
+    assert run.parent == tmp_path
+    assert line.startswith(f"charlstm: error: could not write {run / 'config.json'}: {REASON[code]}")
+    assert line.endswith(
+        f"; nothing was trained yet and the empty run folder {run} was removed; free space and train again"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_folder_that_cannot_be_removed_after_config_json_failed_is_named(
+    tmp_path, monkeypatch, capsys, small_corpus
+):
+    FailingDisk(monkeypatch, "config.json", errno.EROFS)
+
+    def read_only(self):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(Path, "rmdir", read_only)
     status, _, err = invoke(capsys, *train_command(small_corpus, tmp_path))
     (run,) = tmp_path.iterdir()
     assert status == 1
-    line = one_line(err)
-    assert line.startswith(f"charlstm: error: could not write {run / 'config.json'}: {REASON[code]}")
-    assert line.endswith(f"; nothing was trained yet; free space and train again (the empty folder {run} can go)")
+    assert one_line(err).endswith(
+        f"; nothing was trained yet and the empty folder {run} can go; free space and train again"
+    )
     assert list(run.iterdir()) == []
 
 
