@@ -24,9 +24,9 @@ from charlstm.device import autocast, prepare_model, resolve_device, resolve_pre
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM
 from charlstm.tokenizer import Vocabulary
+from charlstm.train import EVAL_SEQ_LEN, EVAL_STREAMS
 
 PASSAGE = 64  # characters in a passage `worst_passages` reports
-STREAMS, SEQ_LEN = 64, 256  # how train.evaluate_tokens reads a text: the same streams score the same characters
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def character_bits(model: CharLSTM, tokens: Tensor, device: str = "auto", precis
     the few at the end that fill no stream."""
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    batches = corpus.validation_streams(tokens, max_streams=STREAMS, seq_len=SEQ_LEN)
+    # read as train.evaluate_tokens reads a text: the same streams score the same characters
+    batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
     streams, length = batches.targets.shape
     starts = torch.arange(streams)[:, None] * length + 1  # the position of each stream's first target
     bits = torch.full((len(tokens),), math.nan)

@@ -79,13 +79,18 @@ def stream_loss(
     return total
 
 
+EVAL_STREAMS, EVAL_SEQ_LEN = 64, 256
+"""How `evaluate_tokens` reads a text: at most this many parallel streams, in windows of this
+many characters, state carried. surprise.py reads with them too, so its bits are these."""
+
+
 def evaluate_tokens(
     model: CharLSTM, tokens: torch.Tensor, device: str = "auto", precision: str = "fp32"
 ) -> dict[str, Any]:
     """Loss of a trained model on any token array (e.g. a held-out test split), in nats and bits/char."""
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    batches = corpus.validation_streams(tokens, max_streams=64, seq_len=256)
+    batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
     total, count = stream_loss(prepare_model(model, device_), batches, device_, precision).tolist()
     loss = total / count
     return {
