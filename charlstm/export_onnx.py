@@ -50,7 +50,7 @@ def require_onnx() -> None:
 def portable_stepper(model: CharLSTM) -> Stepper:
     """A `Stepper` whose weight matrices are plain (in x out) matrices.
 
-    `cells.column_blocks` cuts large matrices into one block per CPU thread of the machine
+    `fast_matmul.column_blocks` cuts large matrices into one block per CPU thread of the machine
     it runs on; an exported model must not depend on how many cores the exporting machine
     had, so the blocks are put back together. `cells.affine` then runs one product: the
     same dot products, summed in one piece.
