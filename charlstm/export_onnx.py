@@ -52,7 +52,7 @@ def portable_stepper(model: CharLSTM) -> Stepper:
 
     `fast_matmul.column_blocks` cuts large matrices into one block per CPU thread of the machine
     it runs on; an exported model must not depend on how many cores the exporting machine
-    had, so the blocks are put back together. `cells.affine` then runs one product: the
+    had, so the blocks are put back together. `fast_matmul.affine` then runs one product: the
     same dot products, summed in one piece.
     """
     stepper = Stepper(model)
