@@ -30,7 +30,7 @@ from charlstm.config import TrainConfig
 from charlstm.device import keep_freed_memory
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import Data, Trainer
+from charlstm.trainer import Data, Trainer
 
 
 def matched_hidden(cell: str, target: int, vocab: int, layers: int) -> int:

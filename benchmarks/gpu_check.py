@@ -239,9 +239,8 @@ def check_syncs(corpus: Path, out: Path) -> None:
     if not CUDA:
         emit("syncs", ok=True, skipped="no CUDA")
         return
-    import importlib
+    import charlstm.trainer as train
 
-    train = importlib.import_module("charlstm.train")
     for dropout in (0.0, 0.1):
         config = TrainConfig(corpus=str(corpus), device="cuda", precision="auto", max_steps=100, max_time=0)
         data = train.load_data(config)

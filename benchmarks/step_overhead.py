@@ -23,7 +23,7 @@ from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.device import seed_device
-from charlstm.train import Trainer, load_data
+from charlstm.trainer import Trainer, load_data
 
 
 def microseconds(work: Callable[[], object], repeat: int, rounds: int) -> float:

@@ -31,7 +31,7 @@ from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.device import autocast, keep_freed_memory, resolve_device
-from charlstm.train import Data, Trainer, fused_adamw, load_data
+from charlstm.trainer import Data, Trainer, fused_adamw, load_data
 
 
 def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):

@@ -18,7 +18,7 @@ from typing import Any
 
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.errors import CharlstmError
-from charlstm.train import Data, Trainer
+from charlstm.trainer import Data, Trainer
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))

@@ -68,8 +68,7 @@ def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
 
 _THREADS = typer.Option(
     "--threads",
-    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else every core). "
-    f"\\[default: {THREADS}]",
+    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else every core). \\[default: {THREADS}]",
     show_default=False,
 )
 
@@ -339,7 +338,7 @@ def evaluate(
 
     from charlstm.progress import CorpusProgress
     from charlstm.surprise import worst_of_corpus
-    from charlstm.train import evaluate_corpus
+    from charlstm.trainer import evaluate_corpus
 
     passages = []
     with CorpusProgress() as reading:
@@ -672,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if debug:
             raise
-        from charlstm.train import TrainingInterrupted
+        from charlstm.trainer import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
             if os.environ.get("RANK", "0") != "0":

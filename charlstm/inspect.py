@@ -346,7 +346,7 @@ def default_passage(payload: dict, model: CharLSTM, vocabulary: Vocabulary, leng
     """A validation excerpt of `length` characters when the run's corpus is at hand (so the
     text is one the model did not train on), else a passage the model writes; and what it is."""
     from charlstm.sample import default_prime, generate
-    from charlstm.train import load_data
+    from charlstm.trainer import load_data
 
     train_config = payload.get("train_config")
     if train_config is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from charlstm.budget import BUDGET_STEPS
 from charlstm.device import describe_precision
 from charlstm.model import parameter_count
-from charlstm.train import Trainer, TrainListener
+from charlstm.trainer import Trainer, TrainListener
 
 
 class TrainingPrinter(TrainListener):

@@ -20,7 +20,7 @@ from charlstm.device import resolve_device
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import Data, Trainer, load_data
+from charlstm.trainer import Data, Trainer, load_data
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).

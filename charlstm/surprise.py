@@ -24,7 +24,7 @@ from charlstm.device import autocast, prepare_model, resolve_device, resolve_pre
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import EVAL_SEQ_LEN, EVAL_STREAMS
+from charlstm.trainer import EVAL_SEQ_LEN, EVAL_STREAMS
 
 PASSAGE = 64  # characters in a passage `worst_passages` reports
 

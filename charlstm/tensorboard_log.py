@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from charlstm.errors import CharlstmError
-from charlstm.train import TrainListener
+from charlstm.trainer import TrainListener
 
 INSTALL = "--tensorboard needs the tensorboard package; install it with: pip install 'charlstm[tensorboard]'"
 LN2 = math.log(2)

@@ -47,7 +47,7 @@ def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys, e
 def test_import_charlstm_does_not_import_torch_and_train_stays_the_function():
     code = (
         "import sys, charlstm; assert 'torch' not in sys.modules, 'torch imported'; "
-        "import charlstm.train; from charlstm.train import Trainer; from charlstm import api; "
+        "import charlstm.trainer; from charlstm import api; "
         "assert charlstm.train is api.train and charlstm.load is api.load, charlstm.train"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -13,7 +13,7 @@ from charlstm.budget import PrecisionChoice, choose_precision, confirm_auto_prec
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.progress import precision_line, sizing_line
 from charlstm.runs import start
-from charlstm.train import load_data
+from charlstm.trainer import load_data
 
 MODEL = {"layers": 1, "embedding": 8}
 

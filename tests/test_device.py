@@ -3,8 +3,6 @@
 The detection is faked both ways (native, emulated, none), so these run on any machine.
 """
 
-import importlib
-
 import pytest
 import torch
 
@@ -124,7 +122,7 @@ def test_each_torchrun_rank_computes_on_its_local_gpu_and_refuses_one_it_cannot_
 
 def test_ddp_is_given_the_gpu_the_model_is_on(monkeypatch, small_corpus, tmp_path):
     """Trainer under a faked 2-rank CUDA launch: DDP's device_ids equal the model's device."""
-    train = importlib.import_module("charlstm.train")  # the module; charlstm.train is the API's function
+    import charlstm.trainer as train
     from charlstm.config import ModelConfig, TrainConfig
 
     fake_cuda(monkeypatch, 2)
@@ -192,7 +190,7 @@ def test_the_precision_shown_says_what_the_recurrence_runs_in(monkeypatch):
 def test_on_cuda_dropout_is_seeded_once_a_run_not_every_step(monkeypatch, small_corpus, tmp_path):
     """Reseeding every step made cuDNN rebuild its dropout state every step; the CPU keeps
     per-step seeds (exact resume)."""
-    train = importlib.import_module("charlstm.train")  # the module; charlstm.train is the API's function
+    import charlstm.trainer as train
     from charlstm.config import ModelConfig, TrainConfig
 
     seeds = []
@@ -246,7 +244,7 @@ def test_cuda_and_cpu_score_a_model_alike():
     """Within what TF32 allows (cuDNN's RNN uses it on Ampere+ unless allow_tf32 is off)."""
     from charlstm.config import ModelConfig
     from charlstm.model import CharLSTM
-    from charlstm.train import evaluate_tokens
+    from charlstm.trainer import evaluate_tokens
 
     torch.manual_seed(0)
     model = CharLSTM(ModelConfig(30, hidden=64, embedding=16))

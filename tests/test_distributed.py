@@ -97,7 +97,7 @@ def test_a_rescan_never_removes_the_token_file_of_the_same_text(tmp_path, monkey
 
 def test_ranks_agree_every_few_steps_and_every_step_near_the_time_budget():
     from charlstm.config import TrainConfig
-    from charlstm.train import AGREE_EVERY, _Agreement
+    from charlstm.trainer import AGREE_EVERY, _Agreement
 
     config = TrainConfig(max_time=100.0, eval_every=45)
     agreement = _Agreement(0, 0.0)

@@ -252,7 +252,7 @@ def tiny_config(corpus, **overrides):
 
 def test_the_trainer_keeps_its_samples_and_says_where_it_stands(tmp_path, small_corpus):
     from charlstm.runs import start
-    from charlstm.train import TrainListener
+    from charlstm.trainer import TrainListener
 
     class WhileRunning(TrainListener):
         def __init__(self):
@@ -279,7 +279,7 @@ def test_an_interrupted_or_failed_run_says_so(tmp_path, small_corpus):
     import torch
 
     from charlstm.runs import start
-    from charlstm.train import TrainingInterrupted, TrainListener
+    from charlstm.trainer import TrainingInterrupted, TrainListener
 
     class InterruptAt(TrainListener):
         def stepped(self, step, loss, chars_per_sec):

@@ -13,7 +13,7 @@ from charlstm import inspect, inspect_render, surprise
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
-from charlstm.train import evaluate_tokens
+from charlstm.trainer import evaluate_tokens
 from tests.helpers import invoke
 
 

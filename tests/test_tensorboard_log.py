@@ -10,7 +10,7 @@ from charlstm.config import TrainConfig
 from charlstm.errors import CharlstmError
 from charlstm.runs import start
 from charlstm.tensorboard_log import INSTALL, TensorBoardLog, require
-from charlstm.train import TrainListener
+from charlstm.trainer import TrainListener
 from tests.helpers import TINY_MODEL, invoke
 
 

@@ -11,7 +11,7 @@ from charlstm.config import ModelConfig, TrainConfig, parse_duration
 from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
 from charlstm.runs import resume, start
-from charlstm.train import Trainer, TrainingInterrupted, TrainListener, load_data
+from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener, load_data
 from tests.helpers import invoke, run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
@@ -139,7 +139,7 @@ def test_ctrl_c_during_a_save_waits_for_the_save_and_is_not_lost():
     import os
     import signal
 
-    from charlstm.train import _sigint_deferred
+    from charlstm.trainer import _sigint_deferred
 
     finished = []
     with pytest.raises(KeyboardInterrupt), _sigint_deferred():

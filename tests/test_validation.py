@@ -11,7 +11,7 @@ from charlstm import corpus
 from charlstm.config import TrainConfig
 from charlstm.progress import run_line
 from charlstm.runs import start
-from charlstm.train import SpreadStreams, stream_loss, validation_batches
+from charlstm.trainer import SpreadStreams, stream_loss, validation_batches
 
 MODEL = {"layers": 1, "hidden": 16, "embedding": 8}
 TINY_SHAKESPEARE_VAL = 111_539  # held-out characters of tiny-shakespeare at --val-frac 0.1
