@@ -73,9 +73,14 @@ _THREADS = typer.Option(
 )
 
 
-def _use_threads(setting: str) -> None:
-    """--threads, before the command computes (charlstm/threads.py)."""
-    threads.apply(setting)
+def _use_threads(setting: str) -> int:
+    """--threads, before the command computes (charlstm/threads.py); the count in use."""
+    return threads.apply(setting)
+
+
+def _busy_hint(threads_in_use: int) -> str | None:
+    """threads.busy_hint, reachable from commands whose `threads` option shadows the module."""
+    return threads.busy_hint(threads_in_use)
 
 
 _train_option = partial(_setting_option, TrainConfig)
@@ -131,8 +136,10 @@ def train(
     threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
-    _use_threads(threads)
+    in_use = _use_threads(threads)
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
+    del options["in_use"]
+    busy = _busy_hint(in_use)  # read before this run's own work raises the load
     from charlstm import distributed, runs
     from charlstm.device import keep_freed_memory as keep_memory
     from charlstm.progress import CorpusProgress, TrainingPrinter
@@ -155,6 +162,8 @@ def train(
         )
     if trainer.ranks.main and (short_of_space := trainer.space_warning()):
         print(f"charlstm: warning: {short_of_space}", file=sys.stderr)
+    if trainer.ranks.main and busy:
+        print(f"charlstm: note: {busy}", file=sys.stderr)
     try:
         result = trainer.run(listener if trainer.ranks.main else None)
     finally:
@@ -648,7 +657,6 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
-    threads.openmp_defaults()  # before anything imports torch: libgomp reads it once, at load
     code = 0
     try:
         result = app(args=argv, standalone_mode=False, prog_name="charlstm")

@@ -1,38 +1,39 @@
-"""How many threads a charlstm process computes with, and how its idle threads wait.
+"""How many threads a charlstm process computes with, and what to do when the cores are shared.
 
-Two trainings side by side on two cores used to crawl: a 2x32 run of 30 steps that took
-under a second alone took 32 s beside another. Each process's OpenMP threads, finished
-with their share of one small operation, spin (libgomp: 300,000 turns) waiting for the
-next, on the very cores the other process's threads need. Two settings answer it, measured by
-benchmarks/shared_cores.py:
+Two trainings side by side on two cores crawl: each process's OpenMP threads, finished with
+their share of one small operation, spin (libgomp: 300,000 turns) waiting for the next, on the
+very cores the other process's threads need. Making idle threads sleep at once
+(OMP_WAIT_POLICY=PASSIVE) fixes the pair but makes a run that has the machine to itself about
+four times slower (every small operation then waits for a wake-up), so charlstm keeps
+libgomp's default and gives two answers instead (benchmarks/shared_cores.py measures them):
 
-- idle threads sleep at once instead of spinning (`openmp_defaults`: OMP_WAIT_POLICY=PASSIVE,
-  set before torch loads, because libgomp reads its environment once, when it is loaded);
-- `--threads N` for whoever wants fewer threads than cores (`auto`: torch's choice).
+- `--threads N`: with `--threads 1` each, two runs on two cores do not get in each other's way;
+- `busy_hint`: a run that starts while other work keeps the cores busy says so, once.
 
-This module imports no torch: `openmp_defaults` must run before torch is first imported.
+This module imports no torch, so the command line can read it before torch loads.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import MutableMapping
+from collections.abc import Callable
 
 from charlstm.config import check_threads
 
-WAIT_POLICY = "PASSIVE"
-"""OMP_WAIT_POLICY charlstm sets where the user chose none. On 2 cores shared with other
-work, 30 steps of a 2x32 model took 0.27-0.94 s passive against 4-17 s with libgomp's
-default spin and 1-7 s with GOMP_SPINCOUNT=10000; two such runs at once 0.6 s against
-9-19 s and 8-13 s (benchmarks/shared_cores.py, rounds interleaved)."""
 
+def others_running(samples: int = 5, interval: float = 0.01) -> float:
+    """How many other threads are running on the CPU right now: the median over a few
+    readings of the kernel's count of runnable threads (/proc/loadavg), less this one.
+    The load average itself lags by a minute, so a run started just after another ended
+    would read it as busy. Raises OSError where there is no /proc (macOS, Windows)."""
+    import statistics
+    import time
 
-def openmp_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Idle OpenMP threads sleep at once, unless the user chose a wait policy (OMP_WAIT_POLICY,
-    GOMP_SPINCOUNT). Only effective before torch is imported in this process (the command
-    line calls it first)."""
-    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
-        environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    counts = []
+    for _ in range(samples):
+        with open("/proc/loadavg") as f:
+            counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        time.sleep(interval)
+    return statistics.median(counts)
 
 
 def choose(setting: str) -> int | None:
@@ -41,7 +42,7 @@ def choose(setting: str) -> int | None:
 
     `auto` does not shrink when other programs are busy: the thread count decides the order
     in which floating-point sums are taken, so a run resumed with another count would not
-    continue bit for bit, and the passive wait policy already lets runs share cores fairly.
+    continue bit for bit. `busy_hint` tells the user instead.
     """
     check_threads(setting)
     return None if setting == "auto" else int(setting)
@@ -55,3 +56,20 @@ def apply(setting: str) -> int:
     if count is not None and count != torch.get_num_threads():
         torch.set_num_threads(count)
     return torch.get_num_threads()
+
+
+def busy_hint(threads_in_use: int, load: Callable[[], float] = others_running) -> str | None:
+    """One line of advice when other work already keeps the cores busy as a multi-threaded
+    run starts; None when the machine looks free (or the load cannot be read)."""
+    if threads_in_use < 2:
+        return None
+    try:
+        busy = load()
+    except OSError:
+        return None
+    if busy < 1:
+        return None
+    return (
+        f"other work keeps the CPU busy ({busy:g} other threads running) and this run computes with "
+        f"{threads_in_use} threads: when two trainings share the cores, --threads 1 each runs both faster"
+    )
