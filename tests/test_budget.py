@@ -119,14 +119,19 @@ def sized_run(tmp_path, small_corpus, monkeypatch, rates, native):
     return start(MODEL, config, tmp_path, size_for_budget=True)
 
 
-def test_sizing_times_the_first_shape_in_both_precisions_and_sizes_in_the_faster(tmp_path, small_corpus, monkeypatch):
+def test_sizing_times_each_shape_in_both_precisions_and_counts_the_faster(tmp_path, small_corpus, monkeypatch):
+    """bf16's gain grows with the model: here none at 2x128, 1.5x from 2x192. Judged on the
+    first shape alone (as before), sizing took fp32 and 2x128; each shape at its faster
+    precision gets 2x192 in bf16."""
+
     def rates(trainer):
-        fast = {"fp32": 40.0, "bf16": 60.0}[trainer.precision]  # 128x16: 6,000 steps in 100 s in bf16
-        return fast * (128 / trainer.model.config.hidden) ** 2
+        hidden = trainer.model.config.hidden
+        gain = 1.5 if trainer.precision == "bf16" and hidden > 128 else 1.0
+        return 40.0 * gain * (128 / hidden) ** 2  # fp32: 128x16 4,000 steps in 100 s, 192x16 1,778
 
     trainer = sized_run(tmp_path, small_corpus, monkeypatch, rates, native=True)
     assert trainer.precision == "bf16" and trainer.config.precision == "bf16"
-    assert trainer.sizing.steps_per_second == {"128x16": 60.0, "192x16": 26.67, "256x16": 15.0}
+    assert trainer.sizing.steps_per_second == {"128x16": 40.0, "192x16": 26.67, "256x16": 15.0}
     assert trainer.model.config.hidden == 192, "2x192 gets 2,667 steps in bf16 (1,778 in fp32)"
     assert "precision bf16 (native bf16 measured 1.50x fp32)" in sizing_line(trainer)
     assert precision_line(trainer) is None, "said once, on the sizing line"
@@ -134,7 +139,7 @@ def test_sizing_times_the_first_shape_in_both_precisions_and_sizes_in_the_faster
     assert written["precision_choice"] == {
         "chosen": "bf16",
         "reason": "native bf16 measured 1.50x fp32",
-        "steps_per_second": {"fp32": 40.0, "bf16": 60.0},
+        "steps_per_second": {"fp32": 17.78, "bf16": 26.67},
     }
     assert written["train"]["precision"] == "bf16"
 
