@@ -166,6 +166,9 @@ def train(
         print(f"charlstm: note: {busy}", file=sys.stderr)
     try:
         result = trainer.run(listener if trainer.ranks.main else None)
+        # Ranks leave together: one tearing down its connections while a peer still finishes
+        # its last collective aborted at exit once ('terminate called without an active exception').
+        trainer.ranks.barrier()
     finally:
         listener.close()
         distributed.shutdown()
