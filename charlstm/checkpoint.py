@@ -135,12 +135,13 @@ def saved_step(path: Path) -> int | None:
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a writer that was killed mid-save.
+    """Delete half-written files (checkpoints, status.json, config.json: every `disk.atomic_write`
+    temporary) left by a writer that was killed mid-save.
 
     Only one trainer writes a run folder, so when a run resumes, every temporary file in
     it belongs to a dead process; left alone, each kill would leave one behind.
     """
-    for stale in run_dir.glob(".*.pt.*.tmp"):
+    for stale in run_dir.glob(".*.*.tmp"):
         stale.unlink(missing_ok=True)
 
 

@@ -158,6 +158,7 @@ def test_an_unwritable_location_is_one_clear_error(tmp_path):
 def test_resume_cleans_up_what_a_killed_writer_left(tmp_path):
     make_checkpoint(tmp_path / "last.pt")
     (tmp_path / ".last.pt.k2j3h4.tmp").write_bytes(b"half")
+    (tmp_path / ".status.json.93xn2ulc.tmp").write_bytes(b"{")  # a kill inside status.json's write
     (tmp_path / "notes.tmp").write_text("the user's own file")
     checkpoint.remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]

@@ -1,0 +1,245 @@
+"""The commands that use a trained model: `sample`, `export` and `serve`.
+
+Each command parses its options, calls one library function and renders the result;
+torch is imported inside the commands so `charlstm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from charlstm.cli import _THREADS, EXIT_INTERRUPTED, _console, _given, _setting_option, _use_threads, app
+from charlstm.config import THREADS, help_text, parse_duration
+from charlstm.errors import CharlstmError
+
+
+def _sample_option(name: str, text: str, *aliases: str) -> Any:
+    """An option for sampling setting `name`: flag and default from config.SamplingConfig."""
+    from charlstm.config import SamplingConfig
+
+    return _setting_option(SamplingConfig, name, text, *aliases)
+
+
+def _redraw_limit() -> str:
+    from charlstm.config import SamplingConfig, default_text
+
+    return default_text(SamplingConfig, "redraws")
+
+
+@app.command(
+    epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
+    "  charlstm sample -N 20 --stop '\\n' --seed 1\n\n"
+    "  charlstm sample -N 20 --stop '\\n' --novel 12 --json\n\n"
+    "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
+)
+def sample(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, _sample_option("temperature", "0 = greedy; lower is safer, higher is wilder.", "-t")
+    ] = None,
+    top_k: Annotated[int | None, _sample_option("top_k", "Sample from the k likeliest characters; 0 = off.")] = None,
+    top_p: Annotated[
+        float | None, _sample_option("top_p", "Sample from the smallest set with this much probability; 1 = off.")
+    ] = None,
+    prime: Annotated[str | None, _sample_option("prime", "Text to continue; \\n, \\t, \\\\ understood.", "-p")] = None,
+    prime_file: Annotated[
+        Path | None, typer.Option("--prime-file", help="Read the prime text from a file.", show_default=False)
+    ] = None,
+    length: Annotated[
+        int | None, _sample_option("length", "Most new characters in a sample (all of them without --stop).", "-n")
+    ] = None,
+    num_samples: Annotated[
+        int | None, _sample_option("num_samples", "Samples drawn at once; sample k uses seed + k.", "-N")
+    ] = None,
+    stop: Annotated[
+        list[str] | None,
+        _sample_option(
+            "stop", "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
+        ),
+    ] = None,
+    min_length: Annotated[
+        int | None, _sample_option("min_length", "Characters a sample has before a stop string may end it.")
+    ] = None,
+    seed: Annotated[int | None, _sample_option("seed", "Make the samples repeatable.")] = None,
+    novel: Annotated[
+        int | None,
+        _sample_option(
+            "novel",
+            "Redraw a sample that repeats this many characters of the training corpus verbatim "
+            f"(up to {_redraw_limit()} times).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object a line per sample: text, prime, stop reason, bits/char, seed."),
+    ] = False,
+    threads: Annotated[str, _THREADS] = THREADS,
+) -> None:
+    """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
+    _use_threads(threads)
+    options = dict(locals())
+    import json
+
+    from charlstm import api
+    from charlstm.config import SamplingConfig
+    from charlstm.corpus import read_text
+    from charlstm.progress import CorpusProgress
+    from charlstm.sample import default_prime, stream, unescape, unreachable_stops
+
+    if prime is not None and prime_file is not None:
+        raise CharlstmError("give --prime or --prime-file, not both")
+    options["prime"] = read_text(prime_file, what="prime file") if prime_file is not None else prime and unescape(prime)
+    options["stop"] = tuple(unescape(s) for s in stop or ())
+    config = SamplingConfig(**_given(SamplingConfig, options))
+    model = api.load(checkpoint)
+    for message in unreachable_stops(config, model.vocabulary):
+        print(f"charlstm: warning: {message}", file=sys.stderr)
+    if config.novel:
+        with CorpusProgress() as reading:
+            model.novelty(config.novel, reading)
+    first = config.prime if config.prime is not None else default_prime(model.vocabulary)
+    out, console = sys.stdout, _console()
+
+    def write_prime(text: str) -> None:
+        if out.isatty():
+            console.print(text, style="bold cyan", end="")
+        else:
+            out.write(text)
+
+    if config.num_samples == 1 and not config.novel and not as_json:
+        pieces = stream(model.model, model.vocabulary, config)
+        write_prime(first)
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        return
+    drawn = []
+    for s in model.samples(config):
+        drawn.append(s)
+        if as_json:
+            out.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+        else:
+            if config.num_samples > 1:
+                header = f"--- sample {s.index + 1} of {config.num_samples}, seed {s.seed} ---"
+                console.print(header, style="dim") if out.isatty() else out.write(header + "\n")
+            write_prime(first if first.strip() or config.num_samples == 1 else "")
+            out.write(s.text + "\n")
+        out.flush()
+    if config.novel:
+        print(_novelty_summary(config, drawn), file=sys.stderr)
+
+
+def _novelty_summary(config: Any, drawn: list) -> str:
+    """One line: how many samples --novel redrew, and which still repeat the corpus."""
+    redrawn = [s for s in drawn if s.redraws]
+    still = sorted(s.index + 1 for s in drawn if s.novel is False)
+    line = (
+        f"--novel {config.novel}: {len(redrawn)} of {len(drawn)} samples redrawn "
+        f"({sum(s.redraws for s in drawn)} redraws in all); "
+    )
+    if not still:
+        return line + f"none repeats {config.novel} characters of the training corpus"
+    return line + (
+        f"{len(still)} still repeat{'s' if len(still) == 1 else ''} the corpus after {config.redraws} redraws "
+        f"(sample{'s' if len(still) > 1 else ''} {', '.join(map(str, still))})"
+    )
+
+
+@app.command(
+    epilog="Examples:\n\n  charlstm export --onnx model.onnx\n\n"
+    "  charlstm export checkpoints/corpus-20261124-101500 --html model.html\n\n"
+    "  charlstm export run/best.pt --onnx model.onnx --html model.html --force"
+)
+def export(
+    run: Annotated[
+        str | None,
+        typer.Argument(help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx", help="Write one sampling step as ONNX (pip install 'charlstm\\[onnx]').", show_default=False
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write one HTML page that samples in the browser, offline.", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace output files that exist.")] = False,
+) -> None:
+    """Hand a model to anyone: ONNX for any runtime, or one self-contained HTML page."""
+    from charlstm.export import export as export_model
+
+    for written in export_model(run, onnx, html, force):
+        print(f"wrote {written.path} ({written.bytes / 1e6:.2f} MB): {written.what}")
+
+
+def _serve_option(name: str, text: str) -> Any:
+    """An option for server setting `name`: flag and default from serve_config.ServeConfig."""
+    from charlstm.serve_config import ServeConfig, option
+
+    return typer.Option(option(name), help=help_text(ServeConfig, name, text), show_default=False)
+
+
+@app.command(
+    epilog="Examples:\n\n  charlstm serve\n\n  charlstm serve --checkpoint checkpoints/run --port 8080\n\n"
+    '  curl -N localhost:8000/generate -d \'{"prime": "ROMEO:", "length": 300, "stream": true}\'\n\n'
+    "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)"
+)
+def serve(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
+        ),
+    ] = None,
+    host: Annotated[str | None, _serve_option("host", "Address to listen on; 0.0.0.0 = every interface.")] = None,
+    port: Annotated[int | None, _serve_option("port", "Port to listen on; 0 = any free port.")] = None,
+    max_body: Annotated[int | None, _serve_option("max_body", "Most bytes in a request body.")] = None,
+    max_length: Annotated[int | None, _serve_option("max_length", "Most characters one sample may ask for.")] = None,
+    max_samples: Annotated[int | None, _serve_option("max_samples", "Most samples one request may ask for.")] = None,
+    max_rows: Annotated[
+        int | None, _serve_option("max_rows", "Most samples drawing at once, over all requests (one batch).")
+    ] = None,
+    max_sessions: Annotated[
+        int | None, _serve_option("max_sessions", "Most kept states (for continuations) at once.")
+    ] = None,
+    session_ttl: Annotated[
+        str | None, _serve_option("session_ttl", "A kept state expires this long after it was kept: 90s, 10m, 1h.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request on stderr.")] = False,
+) -> None:
+    """Keep a model loaded and answer HTTP: streaming generation, scores, continuations, a playground page.
+
+    A request with keep gets an id to continue from its hidden state; kept states expire after
+    --session-ttl, and at most --max-sessions are kept at once."""
+    options = dict(locals())
+    from charlstm import serve as serving
+    from charlstm.serve_config import ServeConfig
+
+    if session_ttl is not None:
+        options["session_ttl"] = parse_duration(session_ttl)
+    config = ServeConfig(**_given(ServeConfig, options))
+    server = serving.start(checkpoint, config, None if quiet else partial(print, file=sys.stderr, flush=True))
+    try:
+        print(f"charlstm serve: {server.url} ({server.summary}); Ctrl-C stops", flush=True)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"charlstm: warning: {serving.EXPOSED}", file=sys.stderr, flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("charlstm serve: stopped", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        server.close()

@@ -1,0 +1,135 @@
+"""The commands that look into a model: `eval` (with `--worst`) and `inspect-gates`.
+
+Each command parses its options, calls one library function and renders the result;
+torch is imported inside the commands so `charlstm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from charlstm.cli import _THREADS, _console, _given, _setting_option, _use_threads, app
+from charlstm.config import THREADS
+
+
+@app.command(
+    "eval",
+    epilog="Examples:\n\n  charlstm eval test.txt\n\n"
+    "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json",
+)
+def evaluate(
+    corpus: Annotated[Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).")],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or auto.")] = "fp32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    worst: Annotated[
+        int | None,
+        typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
+    ] = None,
+    threads: Annotated[str, _THREADS] = THREADS,
+) -> None:
+    """Score a trained model on any text: loss in nats and bits per character."""
+    _use_threads(threads)
+    import json
+
+    from charlstm.progress import CorpusProgress
+    from charlstm.surprise import worst_of_corpus
+    from charlstm.trainer import evaluate_corpus
+
+    passages = []
+    with CorpusProgress() as reading:
+        if worst is None:
+            result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
+        else:
+            found = worst_of_corpus(checkpoint, corpus, worst, encoding, skip_unknown, device, precision, reading)
+            result, passages = found.summary(), found.passages
+    if as_json:
+        print(json.dumps(result | ({"worst": [vars(p) for p in passages]} if worst is not None else {})))
+        return
+    print(
+        f"{result['loss']:.4f} nats/char, {result['bpc']:.4f} bits/char over {result['characters']:,} characters "
+        f"of {corpus} ({result['checkpoint']}, {result['device']} {result['precision']})"
+    )
+    for p in passages:
+        shown = p.text.replace("\n", "↵").replace("\t", "→")
+        print(f"{p.bits_per_char:6.3f} bits/char at character {p.start:,}: {shown}")
+
+
+def _inspect_option(name: str, text: str, *aliases: str) -> Any:
+    """An option for inspection setting `name`: flag and default from config.InspectConfig."""
+    from charlstm.config import InspectConfig
+
+    return _setting_option(InspectConfig, name, text, *aliases)
+
+
+@app.command(
+    "inspect-gates",
+    epilog="Examples:\n\n  charlstm inspect-gates\n\n"
+    "  charlstm inspect-gates --gate forget --layer 1 --unit 3 --unit 17\n\n"
+    "  charlstm inspect-gates --view surprise --file speech.txt\n\n"
+    "  charlstm inspect-gates --file speech.txt --html report.html --json trace.json",
+)
+def inspect_gates(
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Text to replay.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Replay this file.", show_default=False)] = None,
+    view: Annotated[
+        str,
+        typer.Option("--view", help="gates: colour by chosen units; surprise: by the model's surprise, in bits."),
+    ] = "gates",
+    gate: Annotated[
+        str | None,
+        _inspect_option("gate", "input, forget, output, candidate, cell or hidden (GRU: reset, update, new, hidden)."),
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="Layer to show. Default: the strongest unit's.", show_default=False)
+    ] = None,
+    unit: Annotated[
+        list[int] | None,
+        typer.Option("--unit", help="Unit to show; repeat for more. Default: the 3 that best track a text feature."),
+    ] = None,
+    length: Annotated[int | None, _inspect_option("length", "Characters of the default passage.", "-n")] = None,
+    show: Annotated[int | None, _inspect_option("show", "Characters kept for views and exports; 0 = all.")] = None,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Export the raw trace as JSON.")] = None,
+    npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
+    seed: Annotated[int | None, _inspect_option("seed", "Seed for the default generated passage.")] = None,
+    threads: Annotated[str, _THREADS] = THREADS,
+) -> None:
+    """Colour text by what chosen gates and units do, or by how surprised the model was;
+    saturation stats, a unit finder, and the model's top guesses for each character."""
+    _use_threads(threads)
+    from charlstm import inspect, inspect_render
+    from charlstm.config import InspectConfig
+
+    config = InspectConfig(**_given(InspectConfig, locals()))
+    inspect_render.check_view(view)
+    outputs = inspect_render.Outputs(html_path, json_path, npz_path)
+    outputs.check()
+    report = inspect.inspect_gates(checkpoint, config, text, file, layer, unit, skip_unknown, outputs.exporting)
+    console = _console()
+    if sys.stdout.isatty():
+        for part in inspect_render.terminal(report, view):
+            console.print(part)
+    else:
+        sys.stdout.write(inspect_render.plain(report, view))
+        sys.stdout.flush()
+    beside = console if sys.stdout.isatty() else _console(stderr=True)
+    for table in inspect_render.tables(report, view):
+        beside.print(table)
+    for path in outputs.write(report, f"charlstm inspect-gates: {report.source}"):
+        beside.print(f"wrote {path}")
