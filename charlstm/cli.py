@@ -73,6 +73,11 @@ _THREADS = typer.Option(
 )
 
 
+_CHECKPOINT = typer.Option(
+    "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
+)
+
+
 def _use_threads(setting: str) -> int:
     """--threads, before the command computes (charlstm/threads.py); the count in use."""
     return threads.apply(setting)

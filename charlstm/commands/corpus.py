@@ -1,8 +1,4 @@
-"""The commands that make or fetch text: `synth` and `corpus list/get`.
-
-Each command parses its options, calls one library function and renders the result;
-torch is imported inside the commands so `charlstm --help` stays fast.
-"""
+"""The commands that make or fetch text: `synth` and `corpus list/get`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The commands that use a trained model: `sample`, `export` and `serve`.
-
-Each command parses its options, calls one library function and renders the result;
-torch is imported inside the commands so `charlstm --help` stays fast.
-"""
+"""The commands that use a trained model: `sample`, `export` and `serve`."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.cli import _THREADS, EXIT_INTERRUPTED, _console, _given, _setting_option, _use_threads, app
+from charlstm.cli import _CHECKPOINT, _THREADS, EXIT_INTERRUPTED, _console, _given, _setting_option, _use_threads, app
 from charlstm.config import THREADS, help_text, parse_duration
 from charlstm.errors import CharlstmError
 
@@ -38,12 +34,7 @@ def _redraw_limit() -> str:
     "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
 )
 def sample(
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
-        ),
-    ] = None,
+    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
     temperature: Annotated[
         float | None, _sample_option("temperature", "0 = greedy; lower is safer, higher is wilder.", "-t")
     ] = None,
@@ -199,12 +190,7 @@ def _serve_option(name: str, text: str) -> Any:
     "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)"
 )
 def serve(
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
-        ),
-    ] = None,
+    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
     host: Annotated[str | None, _serve_option("host", "Address to listen on; 0.0.0.0 = every interface.")] = None,
     port: Annotated[int | None, _serve_option("port", "Port to listen on; 0 = any free port.")] = None,
     max_body: Annotated[int | None, _serve_option("max_body", "Most bytes in a request body.")] = None,

@@ -1,8 +1,4 @@
-"""The commands that look into a model: `eval` (with `--worst`) and `inspect-gates`.
-
-Each command parses its options, calls one library function and renders the result;
-torch is imported inside the commands so `charlstm --help` stays fast.
-"""
+"""The commands that look into a model: `eval` (with `--worst`) and `inspect-gates`."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.cli import _THREADS, _console, _given, _setting_option, _use_threads, app
+from charlstm.cli import _CHECKPOINT, _THREADS, _console, _given, _setting_option, _use_threads, app
 from charlstm.config import THREADS
 
 
@@ -23,10 +19,7 @@ from charlstm.config import THREADS
 )
 def evaluate(
     corpus: Annotated[Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).")],
-    checkpoint: Annotated[
-        str | None,
-        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
-    ] = None,
+    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
@@ -80,10 +73,7 @@ def _inspect_option(name: str, text: str, *aliases: str) -> Any:
     "  charlstm inspect-gates --file speech.txt --html report.html --json trace.json",
 )
 def inspect_gates(
-    checkpoint: Annotated[
-        str | None,
-        typer.Option("--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt."),
-    ] = None,
+    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text to replay.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Replay this file.", show_default=False)] = None,
     view: Annotated[

@@ -1,8 +1,4 @@
-"""The commands that look at training runs: `runs` and `report`.
-
-Each command parses its options, calls one library function and renders the result;
-torch is imported inside the commands so `charlstm --help` stays fast.
-"""
+"""The commands that look at training runs: `runs` and `report`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""`charlstm train`: collect the settings, start or resume a run, show its progress.
-
-Each command parses its options, calls one library function and renders the result;
-torch is imported inside the commands so `charlstm --help` stays fast.
-"""
+"""`charlstm train`: collect the settings, start or resume a run, show its progress."""
 
 from __future__ import annotations
 
