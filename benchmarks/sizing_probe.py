@@ -6,7 +6,8 @@ over 0.5 s after 2 steps), then a real run of that shape for `--train-seconds` (
 trainer, evaluations included as in a real run) and the steps/s it achieved in training
 time. The shapes are probed in order, smallest first, in one process, as sizing does.
 With `--budgets`, also the whole flow: size_for_budget for each budget, then a run of the
-chosen shape for that budget, predicted against achieved.
+chosen shape for that budget (samples and evaluations as `charlstm train` makes them):
+steps/s and the steps the budget holds, predicted against achieved.
 
 Prints one JSON line per shape or budget (error = predicted / achieved - 1), then a table.
 
@@ -43,13 +44,13 @@ def old_probe(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def achieved(model: ModelConfig, config: TrainConfig, data, seconds: float, root: Path) -> float:
-    """Steps per second of training time in a real run of `seconds`."""
-    run = replace(config, max_time=seconds, max_steps=0, sample_every=0)
+def achieved(model: ModelConfig, config: TrainConfig, data, seconds: float, root: Path) -> Trainer:
+    """A real run of `seconds`, done: its steps/s of training time and its steps."""
+    run = replace(config, max_time=seconds, max_steps=0)
     trainer = Trainer(model, run, data, root / f"h{model.hidden}-b{config.batch_size}-{time.time_ns()}")
     trainer.run_dir.mkdir(parents=True)
     trainer.run()
-    return trainer.steps_per_second()
+    return trainer
 
 
 def row(kind: str, shape: str, predicted: float, got: float, **extra) -> dict:
@@ -84,7 +85,7 @@ def main() -> None:
             config = replace(base, batch_size=batch)
             new = budget.measure_steps_per_second(Trainer(model, config, data, Path()))
             old = old_probe(Trainer(model, config, data, Path()))
-            got = achieved(model, config, data, args.train_seconds, root)
+            got = achieved(model, replace(config, sample_every=0), data, args.train_seconds, root).steps_per_second()
             rows.append(
                 facts | row("shape", shape, new, got, old_predicted=round(old, 2), old_error=round(old / got - 1, 3))
             )
@@ -92,19 +93,27 @@ def main() -> None:
         for seconds in args.budgets:
             model = ModelConfig(vocab_size=len(data.vocabulary), layers=args.layers)
             sized_model, sized_config, sizing = budget.size_for_budget(model, replace(base, max_time=seconds), data)
-            got = achieved(sized_model, sized_config, data, seconds, root)
-            shape = f"{sizing.hidden}x{sizing.batch_size}"
+            run = achieved(sized_model, sized_config, data, seconds, root)
+            shape = sizing.shape
+            steps = {"predicted_steps": sizing.steps[shape], "achieved_steps": run.step}
+            steps["steps_error"] = round(steps["predicted_steps"] / run.step - 1, 3)
             rows.append(
-                facts | row("budget", shape, sizing.predicted(), got, budget_s=seconds, probed=sizing.steps_per_second)
+                facts
+                | row("budget", shape, sizing.predicted(), run.steps_per_second(), budget_s=seconds)
+                | steps
+                | {"probed": sizing.steps_per_second, "evaluation_seconds": sizing.evaluation_seconds[shape]}
             )
             print(json.dumps(rows[-1]), flush=True)
     print(
-        f"\n{'kind':<7} {'shape':<8} {'predicted':>9} {'achieved':>9} {'error':>7} {'old':>7} {'old err':>8}",
+        f"\n{'kind':<7} {'shape':<8} {'predicted':>9} {'achieved':>9} {'error':>7} {'old / steps':>16} {'error':>8}",
         file=sys.stderr,
     )
     for r in rows:
         kind = r["kind"] if r["kind"] == "shape" else f"{r['budget_s']:g} s"
-        old = f"{r['old_predicted']:>7.2f} {r['old_error']:>+8.1%}" if "old_predicted" in r else ""
+        if "old_predicted" in r:
+            old = f"{r['old_predicted']:>16.2f} {r['old_error']:>+8.1%}"
+        else:
+            old = f"{r['predicted_steps']:>7,} {r['achieved_steps']:>8,} {r['steps_error']:>+8.1%}"
         print(
             f"{kind:<7} {r['shape']:<8} {r['predicted']:>9.2f} {r['achieved']:>9.2f} {r['error']:>+7.1%} {old}",
             file=sys.stderr,

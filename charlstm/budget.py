@@ -1,9 +1,10 @@
 """Sizing a run for its time budget: the largest model this machine trains well in it.
 
 With a time budget and no shape chosen, `charlstm train` times a few real training steps
-of each candidate shape on the run's own data and takes the largest that still gets
-BUDGET_STEPS updates in the budget (`choose_shape`). What it measured travels as a
-`Sizing`, which the run prints and keeps in config.json.
+of each candidate shape on the run's own data, and a few windows of its evaluation, and
+takes the largest that still gets BUDGET_STEPS updates in the budget (`choose_shape`,
+`steps_in_budget`). What it measured travels as a `Sizing`, which the run prints and keeps
+in config.json beside what the run then achieved.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.errors import CharlstmError
-from charlstm.trainer import Data, Trainer
+from charlstm.trainer import Data, Trainer, stream_loss
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
@@ -30,24 +31,31 @@ class Sizing:
     """The shape chosen for a budget and the measurements behind the choice.
 
     `steps_per_second` maps each probed shape ('128x16': hidden x batch) to its measured
-    training steps per second; `seconds` is how long the probing took. Values are rounded
-    to two decimals, as config.json keeps them.
+    training steps per second, `evaluation_seconds` to how long one periodic evaluation
+    will take, and `steps` to the updates that leaves room for in the budget; `seconds` is
+    how long the probing took. Values are rounded as config.json keeps them.
     """
 
     hidden: int
     batch_size: int
     steps_per_second: dict[str, float]
     seconds: float
+    evaluation_seconds: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
     precision: PrecisionChoice | None = None
+
+    @property
+    def shape(self) -> str:
+        return f"{self.hidden}x{self.batch_size}"
 
     def predicted(self) -> float:
         """The steps/s the probe measured for the chosen shape: what the run should achieve."""
-        return self.steps_per_second[f"{self.hidden}x{self.batch_size}"]
+        return self.steps_per_second[self.shape]
 
     def to_dict(self) -> dict[str, Any]:
         """config.json's `sized_for_budget` (the precision choice has its own key)."""
         written = {k: v for k, v in asdict(self).items() if k != "precision"}
-        return written | {"predicted_steps_per_second": self.predicted()}
+        return written | {"predicted_steps_per_second": self.predicted(), "predicted_steps": self.steps.get(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,10 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) -> tuple[int, int]:
-    """The largest (hidden, batch) of BUDGET_SHAPES that still fits BUDGET_STEPS updates
-    into `seconds`, by the measured speed of each; the smallest if none does.
+def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
+    """The largest (hidden, batch) of BUDGET_SHAPES whose run still gets BUDGET_STEPS
+    updates (`steps`: how many a shape's run will train in the budget, from its measured
+    speed); the smallest if none does.
 
     On tiny-shakespeare the best model for a budget was, on a fast and on a slow CPU alike,
     the largest that got 2,000-2,500 updates: fewer and it is undertrained, more and a
@@ -77,10 +86,21 @@ def choose_shape(steps_per_second: Callable[[int, int], float], seconds: float) 
     """
     chosen = BUDGET_SHAPES[0]
     for hidden, batch in BUDGET_SHAPES:
-        if steps_per_second(hidden, batch) * seconds < BUDGET_STEPS:
+        if steps(hidden, batch) < BUDGET_STEPS:
             break
         chosen = (hidden, batch)
     return chosen
+
+
+def steps_in_budget(seconds: float, steps_per_second: float, evaluation_seconds: float, eval_every: int) -> float:
+    """How many updates a run of `seconds` trains: every `eval_every` steps pay for one
+    evaluation, and one more (the final one) is held back from the budget, as the trainer
+    counts them. Sizing once reckoned training alone and over-promised by the evaluations'
+    share of the run: ~6% at 2x256/32 and ~12% at 2x128/16, whose 16 streams need twice
+    the windows to score the same characters."""
+    if steps_per_second <= 0:
+        return 0.0
+    return max(0.0, seconds - evaluation_seconds) / (1 / steps_per_second + evaluation_seconds / eval_every)
 
 
 PROBE_WARMUP = (3, 0.3)  # steps and seconds, both, before a shape is timed
@@ -122,25 +142,49 @@ def measure_steps_per_second(
     return 1.0 / max(statistics.median(times), 1e-9)
 
 
+PROBE_EVALUATION_WINDOWS = 3  # validation windows timed (after one untimed) to reckon an evaluation
+
+
+def measure_evaluation_seconds(
+    trainer: Trainer, windows: int = PROBE_EVALUATION_WINDOWS, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds one periodic evaluation of `trainer` will take, in its precision: the forward
+    passes over its first `windows` validation windows, timed after one untimed, scaled to
+    all of its windows. Checkpoints and samples, written at the same time, are left out:
+    on the CPU they cost a small part of what scoring does."""
+    batches = trainer.val_batches
+    if batches is None:
+        return 0.0
+    float(stream_loss(trainer.model, batches, trainer.device, trainer.precision, windows=1)[0])
+    timed = min(windows, len(batches))
+    began = clock()
+    float(stream_loss(trainer.model, batches, trainer.device, trainer.precision, windows=timed)[0])
+    return (clock() - began) * len(batches) / timed
+
+
 def size_for_budget(
     model_config: ModelConfig,
     config: TrainConfig,
     data: Data,
     measure: Callable[[Trainer], float] = measure_steps_per_second,
     native: Callable[[Trainer], bool] | None = None,
+    measure_evaluation: Callable[[Trainer], float] = measure_evaluation_seconds,
 ) -> tuple[ModelConfig, TrainConfig, Sizing]:
     """`model_config` and `config` with the hidden size and batch chosen for `config.max_time`
-    on this machine, by probing real training steps on `data` (`measure` times one shape's
-    trainer; tests hand in a fixed rate). With `--precision auto` each shape is timed in both
+    on this machine, by probing real training steps and evaluation windows on `data`
+    (`measure` and `measure_evaluation` time one shape's trainer; tests hand in fixed
+    figures). With `--precision auto` each shape is timed in both
     precisions where bf16 is native (`choose_precision`) and counts at its faster one: bf16's
     gain grows with the model (on one AVX-512 BF16 CPU 0.96x fp32 at 2x128, 1.63x at 2x256),
     so the first shape's verdict would not hold for the one chosen. The returned config names
     the chosen shape's precision."""
     rates: dict[str, float] = {}
+    evaluations: dict[str, float] = {}
+    steps: dict[str, int] = {}
     choices: dict[str, PrecisionChoice] = {}
     auto = config.precision == "auto"
 
-    def steps_per_second(hidden: int, batch: int) -> float:
+    def steps_for(hidden: int, batch: int) -> float:
         key = f"{hidden}x{batch}"
         try:
             probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
@@ -149,13 +193,16 @@ def size_for_budget(
         if auto:
             choices[key] = choose_precision(probe, measure, native)
             timed = choices[key].steps_per_second.get(choices[key].chosen)  # none where bf16 was not a candidate
+            probe.precision = choices[key].chosen
             rates[key] = timed if timed is not None else measure(probe)
         else:
             rates[key] = measure(probe)
-        return rates[key]
+        evaluations[key] = measure_evaluation(probe)
+        steps[key] = int(steps_in_budget(config.max_time, rates[key], evaluations[key], config.eval_every))
+        return steps[key]
 
     started = time.perf_counter()
-    hidden, batch = choose_shape(steps_per_second, config.max_time)
+    hidden, batch = choose_shape(steps_for)
     choice = choices.get(f"{hidden}x{batch}")
     if choice is not None:
         config = replace(config, precision=choice.chosen)
@@ -164,6 +211,8 @@ def size_for_budget(
         batch_size=batch,
         steps_per_second={k: round(v, 2) for k, v in rates.items()},
         seconds=round(time.perf_counter() - started, 2),
+        evaluation_seconds={k: round(v, 3) for k, v in evaluations.items()},
+        steps=steps,
         precision=choice,
     )
     return replace(model_config, hidden=hidden), replace(config, batch_size=batch), sizing

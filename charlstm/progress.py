@@ -141,10 +141,12 @@ def sizing_line(trainer: Trainer) -> str:
     c, m, sizing = trainer.config, trainer.model.config, trainer.sizing
     tried = ", ".join(f"{shape} {rate:.1f}" for shape, rate in sizing.steps_per_second.items())
     chosen = f"; precision {sizing.precision.chosen} ({sizing.precision.reason})" if sizing.precision else ""
+    expected = sizing.steps.get(sizing.shape)
+    expecting = f"; expect ~{expected:,} steps with evaluations" if expected is not None else ""
     return (
         f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
         f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {sizing.seconds:.1f} s: "
-        f"{tried}){chosen}; --hidden or --batch-size fixes them"
+        f"{tried}){expecting}{chosen}; --hidden or --batch-size fixes them"
     )
 
 

@@ -60,13 +60,15 @@ def stream_loss(
     device: torch.device,
     precision: str,
     rows: slice = slice(None),
+    windows: int | None = None,
 ) -> torch.Tensor:
-    """Summed loss (nats) and count of characters over every window of `batches`' `rows`,
-    state carried; returned together as one tensor so ranks can add them in one step."""
+    """Summed loss (nats) and count of characters over every window of `batches`' `rows`
+    (or its first `windows`: budget sizing times a few), state carried; returned together
+    as one tensor so ranks can add them in one step."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
     state = None
-    for window in range(len(batches)):
+    for window in range(len(batches) if windows is None else min(windows, len(batches))):
         batch = batches.batch(window)
         inputs = batch.inputs[rows].to(device, torch.long)
         targets = batch.targets[rows].to(device, torch.long)
@@ -489,7 +491,8 @@ class Trainer:
         self.full_val_loss = loss
 
     def record_achieved_rate(self) -> None:
-        """config.json's sized_for_budget gains the steps/s the run achieved, beside the prediction."""
+        """config.json's sized_for_budget gains the steps/s and the steps the run achieved,
+        beside the predictions."""
         rate = self.steps_per_second()
         if self.sizing is None or not self.ranks.main or rate is None:
             return
@@ -498,7 +501,7 @@ class Trainer:
             written = json.loads(path.read_text())
         except (OSError, ValueError):
             return  # config.json is the run's record, not something training needs
-        written["sized_for_budget"]["achieved_steps_per_second"] = rate
+        written["sized_for_budget"] |= {"achieved_steps_per_second": rate, "achieved_steps": self.step}
         with suppress(WriteFailed):  # a full disk: the run is done, its checkpoints whole; this figure can go
             checkpoint.write_json(path, written)
 

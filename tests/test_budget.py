@@ -110,11 +110,11 @@ def test_choose_precision_leaves_the_probe_in_fp32(small_corpus):
     assert choice.chosen == "bf16" and trainer.precision == "fp32"
 
 
-def sized_run(tmp_path, small_corpus, monkeypatch, rates, native):
-    """A run sized for a 100 s budget at the handed-in rates (steps/s per shape and precision)."""
-    monkeypatch.setattr(
-        budget, "size_for_budget", partial(budget.size_for_budget, measure=rates, native=lambda t: native)
-    )
+def sized_run(tmp_path, small_corpus, monkeypatch, rates, native, evaluation=lambda trainer: 0.0):
+    """A run sized for a 100 s budget at the handed-in rates (steps/s per shape and precision)
+    and seconds per evaluation."""
+    sizing = partial(budget.size_for_budget, measure=rates, native=lambda t: native, measure_evaluation=evaluation)
+    monkeypatch.setattr(budget, "size_for_budget", sizing)
     config = TrainConfig(corpus=str(small_corpus), max_time=100, seq_len=16, sample_every=0, device="cpu")
     return start(MODEL, config, tmp_path, size_for_budget=True)
 
@@ -144,6 +144,38 @@ def test_sizing_times_each_shape_in_both_precisions_and_counts_the_faster(tmp_pa
     assert written["train"]["precision"] == "bf16"
 
 
+def test_sizing_counts_the_evaluations_in_the_budget(tmp_path, small_corpus, monkeypatch):
+    """2x256 trains 2,100 steps in 100 s, but with its evaluations (2 s each, every 250
+    steps, and the final one) there is room for 1,761. Reckoned on training alone, sizing
+    took 2x256 and promised steps the run could not take; counted, it keeps 2x192 (2,370)."""
+    rates = {(128, 16): 60.0, (192, 16): 30.0, (256, 16): 21.0, (256, 32): 10.0}
+
+    def measure(trainer):
+        return rates[trainer.model.config.hidden, trainer.config.batch_size]
+
+    trainer = sized_run(tmp_path, small_corpus, monkeypatch, measure, native=False, evaluation=lambda t: 2.0)
+    assert (trainer.model.config.hidden, trainer.config.batch_size) == (192, 16)
+    assert trainer.sizing.steps == {"128x16": 3_972, "192x16": 2_370, "256x16": 1_761}
+    assert trainer.sizing.evaluation_seconds == {"128x16": 2.0, "192x16": 2.0, "256x16": 2.0}
+    assert "expect ~2,370 steps with evaluations" in sizing_line(trainer)
+    written = json.loads((trainer.run_dir / "config.json").read_text())["sized_for_budget"]
+    assert written["predicted_steps"] == 2_370
+    alone = sized_run(tmp_path / "alone", small_corpus, monkeypatch, measure, native=False)
+    assert alone.model.config.hidden == 256, "with evaluations free, 2x256 fits"
+
+
+def test_an_evaluation_is_reckoned_from_a_few_timed_windows(tmp_path, small_corpus):
+    config = TrainConfig(corpus=str(small_corpus), batch_size=4, seq_len=16, precision="fp32", device="cpu")
+    trainer = start({"layers": 1, "hidden": 16, "embedding": 8}, config, tmp_path)
+    windows = len(trainer.val_batches)
+    assert windows > budget.PROBE_EVALUATION_WINDOWS
+    ticks = iter([10.0, 10.3])  # the timed windows took 0.3 s of a fake clock
+    seconds = budget.measure_evaluation_seconds(trainer, clock=lambda: next(ticks))
+    assert seconds == pytest.approx(0.3 * windows / budget.PROBE_EVALUATION_WINDOWS)
+    unvalidated = start({"layers": 1, "hidden": 16, "embedding": 8}, replace(config, val_frac=0), tmp_path)
+    assert budget.measure_evaluation_seconds(unvalidated, clock=lambda: 1 / 0) == 0.0
+
+
 def test_a_run_checks_its_own_prediction(tmp_path, small_corpus, monkeypatch):
     """config.json keeps the steps/s predicted for the chosen shape and, when the run ends,
     the steps/s it achieved; metrics.jsonl has both at every evaluation."""
@@ -163,6 +195,7 @@ def test_a_run_checks_its_own_prediction(tmp_path, small_corpus, monkeypatch):
     trainer.run()
     written = json.loads((trainer.run_dir / "config.json").read_text())["sized_for_budget"]
     assert (written["predicted_steps_per_second"], written["achieved_steps_per_second"]) == (1.0, 4.0)
+    assert (written["predicted_steps"], written["achieved_steps"]) == (100, 8)
     records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["predicted_steps_per_second"], r["steps_per_second"]) for r in records] == [(1.0, 4.0), (1.0, 4.0)]
 

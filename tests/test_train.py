@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from charlstm import budget, checkpoint
-from charlstm.budget import BUDGET_STEPS, choose_shape
+from charlstm.budget import BUDGET_STEPS, choose_shape, steps_in_budget
 from charlstm.config import ModelConfig, TrainConfig, parse_duration
 from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
@@ -161,19 +161,28 @@ def test_without_validation_only_last_is_written_and_sampling_uses_it(tmp_path, 
 
 
 def test_the_budget_picks_the_largest_shape_that_still_gets_enough_updates():
-    # Speeds as multiples of what a 90 s budget needs: 1.0 gets exactly BUDGET_STEPS there.
+    # Steps each shape's run would get, as multiples of BUDGET_STEPS.
     needed = {(128, 16): 4.0, (192, 16): 2.4, (256, 16): 1.6, (256, 32): 0.9, (384, 32): 0.45, (512, 32): 0.2}
     probed = []
 
-    def steps_per_second(hidden, batch):
+    def steps(hidden, batch, scale=1.0):
         probed.append((hidden, batch))
-        return needed[hidden, batch] * BUDGET_STEPS / 90
+        return needed[hidden, batch] * BUDGET_STEPS * scale
 
-    assert choose_shape(steps_per_second, 90) == (256, 16)
+    assert choose_shape(steps) == (256, 16)
     assert probed == [(128, 16), (192, 16), (256, 16), (256, 32)], "probing stops at the first shape too slow"
-    assert choose_shape(steps_per_second, 300) == (384, 32)
-    assert choose_shape(steps_per_second, 10) == (128, 16), "the smallest when none fits"
-    assert choose_shape(steps_per_second, 3600) == (512, 32)
+    assert choose_shape(partial(steps, scale=300 / 90)) == (384, 32)
+    assert choose_shape(partial(steps, scale=10 / 90)) == (128, 16), "the smallest when none fits"
+    assert choose_shape(partial(steps, scale=40)) == (512, 32)
+
+
+def test_a_budget_pays_for_its_evaluations():
+    """100 s at 25 steps/s with 2 s evaluations every 250 steps: each 10 s of training
+    costs 2 s more, and the final evaluation is held back, so 2,041 steps, not 2,500."""
+    assert steps_in_budget(100, 25.0, 0.0, 250) == pytest.approx(2_500)
+    assert steps_in_budget(100, 25.0, 2.0, 250) == pytest.approx(98 / (0.04 + 2 / 250))
+    assert int(steps_in_budget(100, 25.0, 2.0, 250)) == 2_041
+    assert steps_in_budget(1, 25.0, 2.0, 250) == 0.0 and steps_in_budget(100, 0.0, 0.0, 250) == 0.0
 
 
 def test_a_run_with_no_shape_given_is_sized_for_its_budget(tmp_path, small_corpus, capsys, monkeypatch):
@@ -183,7 +192,8 @@ def test_a_run_with_no_shape_given_is_sized_for_its_budget(tmp_path, small_corpu
     def steps_per_second(trainer: Trainer) -> float:
         return 3000 * (128 / trainer.model.config.hidden) ** 2 * 16 / trainer.config.batch_size
 
-    monkeypatch.setattr(budget, "size_for_budget", partial(budget.size_for_budget, measure=steps_per_second))
+    sizing = partial(budget.size_for_budget, measure=steps_per_second, measure_evaluation=lambda t: 0.0)
+    monkeypatch.setattr(budget, "size_for_budget", sizing)
     code, _, err = invoke(capsys, "train", str(small_corpus), "--max-time", "2s", "--checkpoints", str(tmp_path))
     assert code == 0, err
     assert "sized for the 2 s budget: hidden 192, batch 16" in err
