@@ -20,7 +20,7 @@ from charlstm.device import resolve_device
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Data, Trainer, load_data
+from charlstm.trainer import Data, Trainer, TrainListener, load_data
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).
@@ -54,6 +54,20 @@ def from_options(
     config = TrainConfig(corpus=corpus, **train_options)
     chosen = SHAPE_OPTIONS & (model_options.keys() | train_options.keys())
     return start(model_options, config, root, init_from, progress, size_for_budget=not chosen and init_from is None)
+
+
+def run_to_end(trainer: Trainer, listener: TrainListener) -> dict[str, Any]:
+    """Train `trainer` to its budget, `listener` hearing it on the main process; closes the
+    listener, and leaves a distributed run's process group behind. Returns the final metrics."""
+    try:
+        result = trainer.run(listener if trainer.ranks.main else None)
+        # Ranks leave together: one tearing down its connections while a peer still finishes
+        # its last collective aborted at exit once ('terminate called without an active exception').
+        trainer.ranks.barrier()
+    finally:
+        listener.close()
+        distributed.shutdown()
+    return result
 
 
 def new_run_dir(root: Path, corpus_name: str) -> Path:

@@ -27,6 +27,11 @@ def _redraw_limit() -> str:
     return default_text(SamplingConfig, "redraws")
 
 
+_STOP_HELP = "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
+_NOVEL_HELP = "Redraw a sample that repeats this many characters of the training corpus verbatim (up to {} times)."
+_JSON_HELP = "One JSON object a line per sample: text, prime, stop reason, bits/char, seed."
+
+
 @app.command(
     epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
     "  charlstm sample -N 20 --stop '\\n' --seed 1\n\n"
@@ -52,82 +57,95 @@ def sample(
     num_samples: Annotated[
         int | None, _sample_option("num_samples", "Samples drawn at once; sample k uses seed + k.", "-N")
     ] = None,
-    stop: Annotated[
-        list[str] | None,
-        _sample_option(
-            "stop", "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
-        ),
-    ] = None,
+    stop: Annotated[list[str] | None, _sample_option("stop", _STOP_HELP)] = None,
     min_length: Annotated[
         int | None, _sample_option("min_length", "Characters a sample has before a stop string may end it.")
     ] = None,
     seed: Annotated[int | None, _sample_option("seed", "Make the samples repeatable.")] = None,
-    novel: Annotated[
-        int | None,
-        _sample_option(
-            "novel",
-            "Redraw a sample that repeats this many characters of the training corpus verbatim "
-            f"(up to {_redraw_limit()} times).",
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option("--json", help="One JSON object a line per sample: text, prime, stop reason, bits/char, seed."),
-    ] = False,
+    novel: Annotated[int | None, _sample_option("novel", _NOVEL_HELP.format(_redraw_limit()))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_JSON_HELP)] = False,
     threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
     _use_threads(threads)
-    options = dict(locals())
-    import json
-
+    config = _sampling_config(dict(locals()))
     from charlstm import api
-    from charlstm.config import SamplingConfig
-    from charlstm.corpus import read_text
     from charlstm.progress import CorpusProgress
-    from charlstm.sample import default_prime, stream, unescape, unreachable_stops
+    from charlstm.sample import unreachable_stops
 
-    if prime is not None and prime_file is not None:
-        raise CharlstmError("give --prime or --prime-file, not both")
-    options["prime"] = read_text(prime_file, what="prime file") if prime_file is not None else prime and unescape(prime)
-    options["stop"] = tuple(unescape(s) for s in stop or ())
-    config = SamplingConfig(**_given(SamplingConfig, options))
     model = api.load(checkpoint)
     for message in unreachable_stops(config, model.vocabulary):
         print(f"charlstm: warning: {message}", file=sys.stderr)
     if config.novel:
         with CorpusProgress() as reading:
             model.novelty(config.novel, reading)
-    first = config.prime if config.prime is not None else default_prime(model.vocabulary)
-    out, console = sys.stdout, _console()
-
-    def write_prime(text: str) -> None:
-        if out.isatty():
-            console.print(text, style="bold cyan", end="")
-        else:
-            out.write(text)
-
     if config.num_samples == 1 and not config.novel and not as_json:
-        pieces = stream(model.model, model.vocabulary, config)
-        write_prime(first)
-        for piece in pieces:
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-        out.flush()
-        return
-    drawn = []
+        _stream_one(model, config)
+    else:
+        _print_samples(model, config, as_json)
+
+
+def _sampling_config(options: dict[str, Any]) -> Any:
+    """The SamplingConfig `sample`'s options ask for: escapes read, the prime file read."""
+    from charlstm.config import SamplingConfig
+    from charlstm.corpus import read_text
+    from charlstm.sample import unescape
+
+    prime, prime_file = options["prime"], options["prime_file"]
+    if prime is not None and prime_file is not None:
+        raise CharlstmError("give --prime or --prime-file, not both")
+    options["prime"] = read_text(prime_file, what="prime file") if prime_file is not None else prime and unescape(prime)
+    options["stop"] = tuple(unescape(s) for s in options["stop"] or ())
+    return SamplingConfig(**_given(SamplingConfig, options))
+
+
+class _Writer:
+    """stdout for samples: the prime in bold cyan and headers dimmed on a terminal, plain text in a pipe."""
+
+    def __init__(self) -> None:
+        self.out, self.console = sys.stdout, _console()
+
+    def styled(self, text: str, style: str, end: str = "") -> None:
+        if self.out.isatty():
+            self.console.print(text, style=style, end=end)
+        else:
+            self.out.write(text + end)
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def _stream_one(model: Any, config: Any) -> None:
+    """One sample, each character written as it is drawn."""
+    from charlstm.sample import default_prime, stream
+
+    pieces = stream(model.model, model.vocabulary, config)  # checks the prime before anything is written
+    writer = _Writer()
+    writer.styled(config.prime if config.prime is not None else default_prime(model.vocabulary), "bold cyan")
+    for piece in pieces:
+        writer.write(piece)
+    writer.write("\n")
+
+
+def _print_samples(model: Any, config: Any, as_json: bool) -> None:
+    """Samples drawn as one batch, each printed whole as it ends: as text under a header
+    each, or one JSON object a line; then, with --novel, a line on what was redrawn."""
+    import json
+
+    from charlstm.sample import default_prime
+
+    first = config.prime if config.prime is not None else default_prime(model.vocabulary)
+    writer, drawn = _Writer(), []
     for s in model.samples(config):
         drawn.append(s)
         if as_json:
-            out.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
-        else:
-            if config.num_samples > 1:
-                header = f"--- sample {s.index + 1} of {config.num_samples}, seed {s.seed} ---"
-                console.print(header, style="dim") if out.isatty() else out.write(header + "\n")
-            write_prime(first if first.strip() or config.num_samples == 1 else "")
-            out.write(s.text + "\n")
-        out.flush()
+            writer.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+            continue
+        if config.num_samples > 1:
+            writer.styled(f"--- sample {s.index + 1} of {config.num_samples}, seed {s.seed} ---", "dim", end="\n")
+        writer.styled(first if first.strip() or config.num_samples == 1 else "", "bold cyan")
+        writer.write(s.text + "\n")
     if config.novel:
         print(_novelty_summary(config, drawn), file=sys.stderr)
 

@@ -16,6 +16,10 @@ _train_option = partial(_setting_option, TrainConfig)
 _model_option = partial(_setting_option, ModelConfig)
 _SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --max-steps is given."
 _CORPUS_HELP = "UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source."
+_VAL_CHARS_HELP = "Held-out chars each evaluation scores (the same ones); 0 = all."
+_FINAL_VAL_HELP = "whole: score all held-out chars once more when the run ends."
+_KEEP_MEMORY_HELP = "Keep freed memory in the process (glibc), ~30% faster on CPU."
+_TENSORBOARD_HELP = "Also write TensorBoard event files into the run folder."
 
 
 @app.command(
@@ -42,12 +46,8 @@ def train(
     eval_every: Annotated[int | None, _train_option("eval_every", "Steps between validation + checkpoint.")] = None,
     sample_every: Annotated[int | None, _train_option("sample_every", "Steps between samples; 0 = off.")] = None,
     val_frac: Annotated[float | None, _train_option("val_frac", "Fraction of the text (its tail) held out.")] = None,
-    val_chars: Annotated[
-        int | None, _train_option("val_chars", "Held-out chars each evaluation scores (the same ones); 0 = all.")
-    ] = None,
-    final_val: Annotated[
-        str | None, _train_option("final_val", "whole: score all held-out chars once more when the run ends.")
-    ] = None,
+    val_chars: Annotated[int | None, _train_option("val_chars", _VAL_CHARS_HELP)] = None,
+    final_val: Annotated[str | None, _train_option("final_val", _FINAL_VAL_HELP)] = None,
     seed: Annotated[int | None, _train_option("seed", "Seed for weights, dropout and batches.")] = None,
     device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, _train_option("precision", "auto (bf16 where native), fp32 or bf16.")] = None,
@@ -56,12 +56,8 @@ def train(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="A new run from a checkpoint's weights.")] = None,
     checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder holding the runs.")] = Path("checkpoints"),
-    keep_freed_memory: Annotated[
-        bool, typer.Option(help="Keep freed memory in the process (glibc), ~30% faster on CPU.")
-    ] = True,
-    tensorboard: Annotated[
-        bool, typer.Option("--tensorboard", help="Also write TensorBoard event files into the run folder.")
-    ] = False,
+    keep_freed_memory: Annotated[bool, typer.Option(help=_KEEP_MEMORY_HELP)] = True,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help=_TENSORBOARD_HELP)] = False,
     threads: Annotated[str, _THREADS] = THREADS,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
@@ -69,7 +65,7 @@ def train(
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     del options["in_use"]
     busy = _busy_hint(in_use)  # read before this run's own work raises the load
-    from charlstm import distributed, runs
+    from charlstm import runs
     from charlstm.device import keep_freed_memory as keep_memory
     from charlstm.progress import CorpusProgress, TrainingPrinter
 
@@ -80,27 +76,14 @@ def train(
     printer = TrainingPrinter(interactive=sys.stderr.isatty())
     listener = _with_tensorboard(printer) if tensorboard else printer  # refused before any run folder exists
     with CorpusProgress() as reading:
-        trainer = runs.from_options(
-            str(corpus) if corpus is not None else None,
-            _given(ModelConfig, options),
-            _given(TrainConfig, options),
-            resume,
-            init_from,
-            checkpoints,
-            reading,
-        )
-    if trainer.ranks.main and (short_of_space := trainer.space_warning()):
-        print(f"charlstm: warning: {short_of_space}", file=sys.stderr)
-    if trainer.ranks.main and busy:
-        print(f"charlstm: note: {busy}", file=sys.stderr)
-    try:
-        result = trainer.run(listener if trainer.ranks.main else None)
-        # Ranks leave together: one tearing down its connections while a peer still finishes
-        # its last collective aborted at exit once ('terminate called without an active exception').
-        trainer.ranks.barrier()
-    finally:
-        listener.close()
-        distributed.shutdown()
+        given = _given(ModelConfig, options), _given(TrainConfig, options)
+        named = str(corpus) if corpus is not None else None
+        trainer = runs.from_options(named, *given, resume, init_from, checkpoints, reading)
+    if trainer.ranks.main:
+        for kind, line in (("warning", trainer.space_warning()), ("note", busy)):
+            if line:
+                print(f"charlstm: {kind}: {line}", file=sys.stderr)
+    result = runs.run_to_end(trainer, listener)
     if trainer.ranks.main:
         printer.finished(trainer.run_dir, result)
 
