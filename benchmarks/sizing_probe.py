@@ -9,10 +9,16 @@ With `--budgets`, also the whole flow: size_for_budget for each budget, then a r
 chosen shape for that budget (samples and evaluations as `charlstm train` makes them):
 steps/s and the steps the budget holds, predicted against achieved.
 
+With `--wander SECONDS`, how steady the thing predicted is: each shape trained for SECONDS in
+one process, its steps/s in every 5 s, beside a plain 1024x1024 matmul loop timed the same
+way (the machine's own compute): a rate that wanders while the matmul's holds is the step's,
+not the clock's.
+
 Prints one JSON line per shape or budget (error = predicted / achieved - 1), then a table.
 
     python benchmarks/sizing_probe.py --precision fp32                      # 4 shapes, 60 s each
-    python benchmarks/sizing_probe.py --precision fp32 --shapes --budgets 120 300
+    python benchmarks/sizing_probe.py --precision auto --shapes --budgets 90 300
+    python benchmarks/sizing_probe.py --precision fp32 --shapes 128x16 256x32 --wander 60
 """
 
 from __future__ import annotations
@@ -53,6 +59,38 @@ def achieved(model: ModelConfig, config: TrainConfig, data, seconds: float, root
     return trainer
 
 
+def every_five_seconds(work, seconds: float) -> list[float]:
+    """Calls of `work` per second in each 5 s of `seconds`."""
+    rates, began = [], time.perf_counter()
+    mark, done = began, 0
+    while time.perf_counter() - began < seconds:
+        work()
+        done += 1
+        now = time.perf_counter()
+        if now - mark >= 5:
+            rates.append(round(done / (now - mark), 2))
+            mark, done = now, 0
+    return rates
+
+
+def wander(model: ModelConfig, config: TrainConfig, data, seconds: float) -> dict:
+    """One shape's steps/s per 5 s over `seconds`, then a matmul loop's, for comparison."""
+    import torch
+
+    trainer = Trainer(model, config, data, Path())
+    steps = every_five_seconds(lambda: float(trainer.train_step()), seconds)
+    a = torch.randn(1024, 1024)
+    products = every_five_seconds(lambda: float((a @ a)[0, 0]), seconds)
+
+    def spread(rates: list[float]) -> float:
+        return round(max(rates) / min(rates) - 1, 3)
+
+    return {"steps_per_second": steps, "steps_spread": spread(steps)} | {
+        "matmuls": products,
+        "matmul_spread": spread(products),
+    }
+
+
 def row(kind: str, shape: str, predicted: float, got: float, **extra) -> dict:
     return (
         {"kind": kind, "shape": shape, "predicted": round(predicted, 2), "achieved": got}
@@ -70,6 +108,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--wander", type=float, default=0, help="instead: each shape's steps/s per 5 s over this long")
     args = parser.parse_args()
     keep_freed_memory()  # as charlstm train does
     corpus = find_corpus(args.corpus)
@@ -83,6 +122,9 @@ def main() -> None:
             hidden, batch = map(int, shape.split("x"))
             model = ModelConfig(vocab_size=len(data.vocabulary), layers=args.layers, hidden=hidden)
             config = replace(base, batch_size=batch)
+            if args.wander:
+                print(json.dumps(facts | {"kind": "wander", "shape": shape} | wander(model, config, data, args.wander)))
+                continue
             new = budget.measure_steps_per_second(Trainer(model, config, data, Path()))
             old = old_probe(Trainer(model, config, data, Path()))
             got = achieved(model, replace(config, sample_every=0), data, args.train_seconds, root).steps_per_second()

@@ -84,7 +84,10 @@ class TrainingPrinter(TrainListener):
         )
         if "full_val_loss" in result:
             best += f"; whole validation split {result['full_val_loss']:.4f} nats/char"
-        self.message(f"done: {result['step']} steps in {result['elapsed']:.0f} s, {best}; run {run_dir}")
+        spent = f"{result['elapsed']:.0f} s"
+        if result.get("evaluating"):  # on --max-time too
+            spent += f" + {result['evaluating']:.0f} s evaluating"
+        self.message(f"done: {result['step']} steps in {spent}, {best}; run {run_dir}")
         self.message(f"sample it: charlstm sample --checkpoint {run_dir}")
 
     def message(self, text: str) -> None:

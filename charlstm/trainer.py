@@ -175,6 +175,9 @@ class TrainListener:
 
     def sampled(self, step: int, text: str) -> None: ...
 
+    def close(self) -> None:
+        """The run is over (finished, stopped or failed): let go of what the listener holds."""
+
 
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; `last.pt` has been saved when this is raised."""
@@ -528,7 +531,8 @@ class Trainer:
             raise
         self.record_status("finished")
         self.record_achieved_rate()
-        result = {"step": self.step, "elapsed": self.elapsed, "best_val_loss": self.best_val_loss}
+        result = {"step": self.step, "elapsed": self.elapsed, "evaluating": self.evaluating}
+        result["best_val_loss"] = self.best_val_loss
         if self.full_val_loss is not None:
             result["full_val_loss"] = self.full_val_loss
         return result

@@ -9,7 +9,7 @@ import torch
 
 from charlstm import corpus
 from charlstm.config import TrainConfig
-from charlstm.progress import run_line
+from charlstm.progress import TrainingPrinter, run_line
 from charlstm.runs import start
 from charlstm.trainer import SpreadStreams, stream_loss, validation_batches
 
@@ -102,7 +102,7 @@ def test_a_split_within_the_bound_is_whole_and_not_scored_twice_at_the_end(tmp_p
     assert len((trainer.run_dir / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_path, small_corpus, monkeypatch):
+def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_path, small_corpus, monkeypatch, capsys):
     """A fake clock: each step takes 1 s, each evaluation (with its checkpoint) 20 s, the
     budget is 100 s. Evaluations count, and the last one's time is kept back for the final
     one, so the whole run, final evaluation included, fits in 100 s. Before, evaluations
@@ -124,7 +124,7 @@ def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_pat
 
     monkeypatch.setattr(trainer, "train_step", step)
     monkeypatch.setattr(trainer, "checkpoint_and_evaluate", slow_evaluation)
-    trainer.run()
+    result = trainer.run()
     assert now[0] <= 100, "wall time, final evaluation included, within --max-time"
     assert trainer.elapsed == 40 and trainer.evaluating == 60 and trainer.budget_spent() == now[0] == 100
     # at step 30 (70 s spent) an evaluation would leave no room for the final one: skipped
@@ -132,6 +132,8 @@ def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_pat
     records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["evaluating"] for r in records] == [0.0, 20.0, 40.0]
     assert trainer.learning_rate() == pytest.approx(trainer.config.lr * 0.5 * (1 + math.cos(math.pi * 1.0)))
+    TrainingPrinter(interactive=False).finished(trainer.run_dir, result)
+    assert "done: 40 steps in 40 s + 60 s evaluating, best val" in capsys.readouterr().err, "the budget, whole"
 
 
 def test_evaluating_time_survives_a_resume(tmp_path, small_corpus):
