@@ -95,9 +95,9 @@ def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
 def steps_in_budget(seconds: float, steps_per_second: float, evaluation_seconds: float, eval_every: int) -> float:
     """How many updates a run of `seconds` trains: every `eval_every` steps pay for one
     evaluation, and one more (the final one) is held back from the budget, as the trainer
-    counts them. Sizing once reckoned training alone and over-promised by the evaluations'
-    share of the run: ~6% at 2x256/32 and ~12% at 2x128/16, whose 16 streams need twice
-    the windows to score the same characters."""
+    counts them. Reckoned on training alone, sizing over-promised by the evaluations' share
+    of the run (docs/training-budget.md measures it), largest for 16 streams, which need
+    twice the windows of 32 to score the same characters."""
     if steps_per_second <= 0:
         return 0.0
     return max(0.0, seconds - evaluation_seconds) / (1 / steps_per_second + evaluation_seconds / eval_every)
