@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--wander", type=float, default=0, help="instead: each shape's steps/s per 5 s over this long")
     args = parser.parse_args()
+    if 0 < args.wander < 5:
+        parser.error("--wander reports steps/s per 5 s: give at least 5 seconds")
+    if args.wander and args.budgets:
+        parser.error("--wander measures shapes alone: leave out --budgets")
     keep_freed_memory()  # as charlstm train does
     corpus = find_corpus(args.corpus)
     base = TrainConfig(corpus=str(corpus), precision=args.precision, device=args.device)

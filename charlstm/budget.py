@@ -105,6 +105,31 @@ def steps_in_budget(seconds: float, steps_per_second: float, evaluation_seconds:
 
 PROBE_WARMUP = (3, 0.3)  # steps and seconds, both, before a shape is timed
 PROBE_WINDOW = (8, 1.0)  # steps and seconds, both, that it is timed for
+EVALUATION_WARMUP = (1, 0.0)  # validation windows and seconds before an evaluation's window is timed
+EVALUATION_WINDOW = (5, 0.3)  # validation windows and seconds, both, that it is timed for
+
+
+def median_seconds(
+    work: Callable[[], Any],
+    warmup: tuple[int, float],
+    window: tuple[int, float],
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The median seconds one call of `work` takes, over at least `window` calls and
+    seconds, after at least `warmup` calls and seconds (`work` waits for the device)."""
+    started = clock()
+    done = 0
+    while done < warmup[0] or clock() - started < warmup[1]:
+        work()
+        done += 1
+    times: list[float] = []
+    began = last = clock()
+    while len(times) < window[0] or last - began < window[1]:
+        work()
+        now = clock()
+        times.append(now - last)
+        last = now
+    return max(statistics.median(times), 1e-9)
 
 
 def measure_steps_per_second(
@@ -125,41 +150,24 @@ def measure_steps_per_second(
     moved a mean over 4-6 steps by a third. A warm-up by time as well as by steps lets the
     first steps pass, a longer window holds more steps, and the median leaves out the
     odd interrupted one. benchmarks/sizing_probe.py measures the error, old and new.
-    Reading each loss waits for the device.
     """
-    started = clock()
-    done = 0
-    while done < warmup[0] or clock() - started < warmup[1]:
-        float(trainer.train_step())
-        done += 1
-    times: list[float] = []
-    began = last = clock()
-    while len(times) < window[0] or last - began < window[1]:
-        float(trainer.train_step())
-        now = clock()
-        times.append(now - last)
-        last = now
-    return 1.0 / max(statistics.median(times), 1e-9)
+    return 1.0 / median_seconds(lambda: float(trainer.train_step()), warmup, window, clock)
 
 
-PROBE_EVALUATION_WINDOWS = 3  # validation windows timed (after one untimed) to reckon an evaluation
-
-
-def measure_evaluation_seconds(
-    trainer: Trainer, windows: int = PROBE_EVALUATION_WINDOWS, clock: Callable[[], float] = time.perf_counter
-) -> float:
-    """Seconds one periodic evaluation of `trainer` will take, in its precision: the forward
-    passes over its first `windows` validation windows, timed after one untimed, scaled to
-    all of its windows. Checkpoints and samples, written at the same time, are left out:
-    on the CPU they cost a small part of what scoring does."""
+def measure_evaluation_seconds(trainer: Trainer, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds one periodic evaluation of `trainer` will take, in its precision: the median
+    time of one validation window's forward pass (timed as the training step is, for the
+    same reason: one block of three windows, ~80 ms, read the same shape 0.8 s and 2.9 s on
+    two runs), times the windows an evaluation scores. Checkpoints and samples, written at
+    the same time, are left out: on the CPU they cost a small part of what scoring does."""
     batches = trainer.val_batches
     if batches is None:
         return 0.0
-    float(stream_loss(trainer.model, batches, trainer.device, trainer.precision, windows=1)[0])
-    timed = min(windows, len(batches))
-    began = clock()
-    float(stream_loss(trainer.model, batches, trainer.device, trainer.precision, windows=timed)[0])
-    return (clock() - began) * len(batches) / timed
+
+    def one_window() -> None:
+        float(stream_loss(trainer.model, batches, trainer.device, trainer.precision, windows=1)[0])
+
+    return len(batches) * median_seconds(one_window, EVALUATION_WARMUP, EVALUATION_WINDOW, clock)
 
 
 def size_for_budget(

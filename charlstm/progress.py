@@ -85,7 +85,7 @@ class TrainingPrinter(TrainListener):
         if "full_val_loss" in result:
             best += f"; whole validation split {result['full_val_loss']:.4f} nats/char"
         spent = f"{result['elapsed']:.0f} s"
-        if result.get("evaluating"):  # on --max-time too
+        if round(result.get("evaluating", 0)):  # on --max-time too
             spent += f" + {result['evaluating']:.0f} s evaluating"
         self.message(f"done: {result['step']} steps in {spent}, {best}; run {run_dir}")
         self.message(f"sample it: charlstm sample --checkpoint {run_dir}")
@@ -146,9 +146,10 @@ def sizing_line(trainer: Trainer) -> str:
     chosen = f"; precision {sizing.precision.chosen} ({sizing.precision.reason})" if sizing.precision else ""
     expected = sizing.steps.get(sizing.shape)
     expecting = f"; expect ~{expected:,} steps with evaluations" if expected is not None else ""
+    which = "the largest that fits" if expected is None or expected >= BUDGET_STEPS else "the smallest; none fits"
     return (
-        f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, the largest that "
-        f"fits {BUDGET_STEPS:,} steps here (steps/s measured in {sizing.seconds:.1f} s: "
+        f"sized for the {c.max_time:g} s budget: hidden {m.hidden}, batch {c.batch_size}, {which} "
+        f"{BUDGET_STEPS:,} steps here (steps/s measured in {sizing.seconds:.1f} s: "
         f"{tried}){expecting}{chosen}; --hidden or --batch-size fixes them"
     )
 

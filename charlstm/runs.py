@@ -57,8 +57,8 @@ def from_options(
 
 
 def run_to_end(trainer: Trainer, listener: TrainListener) -> dict[str, Any]:
-    """Train `trainer` to its budget, `listener` hearing it on the main process; closes the
-    listener, and leaves a distributed run's process group behind. Returns the final metrics."""
+    """Train `trainer` to its budget, `listener` hearing it on the main process; then close
+    the listener and tear down a distributed run's process group. Returns the final metrics."""
     try:
         result = trainer.run(listener if trainer.ranks.main else None)
         # Ranks leave together: one tearing down its connections while a peer still finishes

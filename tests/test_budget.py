@@ -129,9 +129,16 @@ def test_sizing_times_each_shape_in_both_precisions_and_counts_the_faster(tmp_pa
         gain = 1.5 if trainer.precision == "bf16" and hidden > 128 else 1.0
         return 40.0 * gain * (128 / hidden) ** 2  # fp32: 128x16 4,000 steps in 100 s, 192x16 1,778
 
-    trainer = sized_run(tmp_path, small_corpus, monkeypatch, rates, native=True)
+    evaluated_in = {}
+
+    def evaluation(trainer):
+        evaluated_in[trainer.model.config.hidden] = trainer.precision
+        return 0.0
+
+    trainer = sized_run(tmp_path, small_corpus, monkeypatch, rates, native=True, evaluation=evaluation)
     assert trainer.precision == "bf16" and trainer.config.precision == "bf16"
     assert trainer.sizing.steps_per_second == {"128x16": 40.0, "192x16": 26.67, "256x16": 15.0}
+    assert evaluated_in == {128: "fp32", 192: "bf16", 256: "bf16"}, "each shape's evaluation in its precision"
     assert trainer.model.config.hidden == 192, "2x192 gets 2,667 steps in bf16 (1,778 in fp32)"
     assert "precision bf16 (native bf16 measured 1.50x fp32)" in sizing_line(trainer)
     assert precision_line(trainer) is None, "said once, on the sizing line"
@@ -157,6 +164,7 @@ def test_sizing_counts_the_evaluations_in_the_budget(tmp_path, small_corpus, mon
     assert (trainer.model.config.hidden, trainer.config.batch_size) == (192, 16)
     assert trainer.sizing.steps == {"128x16": 3_972, "192x16": 2_370, "256x16": 1_761}
     assert trainer.sizing.evaluation_seconds == {"128x16": 2.0, "192x16": 2.0, "256x16": 2.0}
+    assert "hidden 192, batch 16, the largest that fits 2,000 steps" in sizing_line(trainer)
     assert "expect ~2,370 steps with evaluations" in sizing_line(trainer)
     written = json.loads((trainer.run_dir / "config.json").read_text())["sized_for_budget"]
     assert written["predicted_steps"] == 2_370
@@ -164,14 +172,24 @@ def test_sizing_counts_the_evaluations_in_the_budget(tmp_path, small_corpus, mon
     assert alone.model.config.hidden == 256, "with evaluations free, 2x256 fits"
 
 
-def test_an_evaluation_is_reckoned_from_a_few_timed_windows(tmp_path, small_corpus):
+def test_an_evaluation_is_reckoned_from_the_median_window(tmp_path, small_corpus):
+    """One window's forward pass, timed like a training step (the median of several, so a
+    window another program interrupted does not count), times the windows an evaluation
+    scores. Timed as one block of three windows, one run read the same shape 3.7x another."""
     config = TrainConfig(corpus=str(small_corpus), batch_size=4, seq_len=16, precision="fp32", device="cpu")
     trainer = start({"layers": 1, "hidden": 16, "embedding": 8}, config, tmp_path)
     windows = len(trainer.val_batches)
-    assert windows > budget.PROBE_EVALUATION_WINDOWS
-    ticks = iter([10.0, 10.3])  # the timed windows took 0.3 s of a fake clock
-    seconds = budget.measure_evaluation_seconds(trainer, clock=lambda: next(ticks))
-    assert seconds == pytest.approx(0.3 * windows / budget.PROBE_EVALUATION_WINDOWS)
+    assert windows > budget.EVALUATION_WINDOW[0]
+    now = [0.0]
+
+    def clock():  # each window takes 0.1 s of a fake clock, but the third timed one 2 s
+        now[0] += 2.0 if len(ticks) == 5 else 0.1
+        ticks.append(now[0])
+        return now[0]
+
+    ticks = []
+    seconds = budget.measure_evaluation_seconds(trainer, clock=clock)
+    assert seconds == pytest.approx(0.1 * windows)
     unvalidated = start({"layers": 1, "hidden": 16, "embedding": 8}, replace(config, val_frac=0), tmp_path)
     assert budget.measure_evaluation_seconds(unvalidated, clock=lambda: 1 / 0) == 0.0
 
@@ -182,6 +200,8 @@ def test_a_run_checks_its_own_prediction(tmp_path, small_corpus, monkeypatch):
     trainer = sized_run(tmp_path, small_corpus, monkeypatch, lambda trainer: 1.0, native=False)
     assert (trainer.model.config.hidden, trainer.config.batch_size) == (128, 16), "none fits: the smallest"
     assert trainer.precision == "fp32" and "precision fp32 (no native bf16 on this cpu)" in sizing_line(trainer)
+    assert "hidden 128, batch 16, the smallest; none fits 2,000 steps here" in sizing_line(trainer)
+    assert "expect ~100 steps with evaluations" in sizing_line(trainer)
     now = [0.0]
     trainer.clock = lambda: now[0]
     step = trainer.train_step

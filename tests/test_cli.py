@@ -1,5 +1,6 @@
 """The command line as a user meets it: every mistake is one line, an exit code, no traceback."""
 
+import io
 import os
 import pty
 import re
@@ -415,3 +416,25 @@ def test_train_on_a_folder_of_text_files(capsys, tmp_path, small_corpus):
     assert run.name.startswith("texts-")
     code, _, err = invoke(capsys, "train", "--resume", str(run), "--max-steps", "6")
     assert code == 0 and "resumed at step 4" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sample_on_a_terminal_shows_the_prime_in_colour_and_headers_dimmed(trained_run, monkeypatch):
+    """A terminal gets the prime in bold cyan and each sample's header dimmed; a pipe gets
+    the same text plain (the other sample tests)."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for many in ("1", "2"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sample", "--checkpoint", str(trained_run), "-p", "AB", "-n", "5", "--seed", "1", "-N", many])
+        assert exit_info.value.code == 0
+    out = terminal.getvalue()
+    assert out.startswith("\x1b[1;36mAB\x1b[0m"), repr(out[:40])
+    assert "\x1b[2m--- sample 1 of 2, seed 1 ---\x1b[0m\n\x1b[1;36mAB\x1b[0m" in out
+    assert "\x1b[2m--- sample 2 of 2, seed 2 ---\x1b[0m\n" in out

@@ -134,6 +134,8 @@ def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_pat
     assert trainer.learning_rate() == pytest.approx(trainer.config.lr * 0.5 * (1 + math.cos(math.pi * 1.0)))
     TrainingPrinter(interactive=False).finished(trainer.run_dir, result)
     assert "done: 40 steps in 40 s + 60 s evaluating, best val" in capsys.readouterr().err, "the budget, whole"
+    TrainingPrinter(interactive=False).finished(trainer.run_dir, result | {"evaluating": 0.3})
+    assert "done: 40 steps in 40 s, best val" in capsys.readouterr().err, "no '+ 0 s evaluating'"
 
 
 def test_evaluating_time_survives_a_resume(tmp_path, small_corpus):
