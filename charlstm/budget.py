@@ -26,6 +26,11 @@ BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32
 BUDGET_STEPS = 2_000
 
 
+def shape_key(hidden: int, batch: int) -> str:
+    """How a probed shape is named in Sizing's maps and config.json: '128x16', hidden x batch."""
+    return f"{hidden}x{batch}"
+
+
 @dataclass(frozen=True)
 class Sizing:
     """The shape chosen for a budget and the measurements behind the choice.
@@ -46,7 +51,7 @@ class Sizing:
 
     @property
     def shape(self) -> str:
-        return f"{self.hidden}x{self.batch_size}"
+        return shape_key(self.hidden, self.batch_size)
 
     def predicted(self) -> float:
         """The steps/s the probe measured for the chosen shape: what the run should achieve."""
@@ -193,7 +198,7 @@ def size_for_budget(
     auto = config.precision == "auto"
 
     def steps_for(hidden: int, batch: int) -> float:
-        key = f"{hidden}x{batch}"
+        key = shape_key(hidden, batch)
         try:
             probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
         except CharlstmError:  # the corpus is too short for this many streams
@@ -211,7 +216,7 @@ def size_for_budget(
 
     started = time.perf_counter()
     hidden, batch = choose_shape(steps_for)
-    choice = choices.get(f"{hidden}x{batch}")
+    choice = choices.get(shape_key(hidden, batch))
     if choice is not None:
         config = replace(config, precision=choice.chosen)
     sizing = Sizing(

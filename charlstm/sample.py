@@ -61,6 +61,11 @@ def default_prime(vocabulary: Vocabulary) -> str:
     return "\n" if "\n" in vocabulary else vocabulary.chars[0]
 
 
+def prime_of(config: SamplingConfig, vocabulary: Vocabulary) -> str:
+    """The text a sample continues: the prime `config` names, else `default_prime`."""
+    return config.prime if config.prime is not None else default_prime(vocabulary)
+
+
 def unescape(text: str) -> str:
     r"""`\n`, `\t` and `\\` as the characters they name (a shell cannot pass a newline easily);
     any other backslash stays as typed."""
@@ -305,7 +310,7 @@ class Streams:
 
     def row(self, config: SamplingConfig, seed: int, key: Hashable = None) -> Row:
         """A new row for `config`, its prime read (once per distinct prime), not yet drawing."""
-        prime = config.prime if config.prime is not None else default_prime(self.vocabulary)
+        prime = prime_of(config, self.vocabulary)
         if prime not in self.primes:
             if len(self.primes) >= 16:
                 self.primes.clear()
@@ -399,7 +404,7 @@ class Streams:
 
 def check(config: SamplingConfig, vocabulary: Vocabulary) -> str:
     """The prime the samples start from; refuses one the model cannot read."""
-    prime = config.prime if config.prime is not None else default_prime(vocabulary)
+    prime = prime_of(config, vocabulary)
     vocabulary.check(prime, "the prime text")
     return prime
 

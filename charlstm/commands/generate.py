@@ -118,11 +118,11 @@ class _Writer:
 
 def _stream_one(model: Any, config: Any) -> None:
     """One sample, each character written as it is drawn."""
-    from charlstm.sample import default_prime, stream
+    from charlstm.sample import prime_of, stream
 
     pieces = stream(model.model, model.vocabulary, config)  # checks the prime before anything is written
     writer = _Writer()
-    writer.styled(config.prime if config.prime is not None else default_prime(model.vocabulary), "bold cyan")
+    writer.styled(prime_of(config, model.vocabulary), "bold cyan")
     for piece in pieces:
         writer.write(piece)
     writer.write("\n")
@@ -133,9 +133,9 @@ def _print_samples(model: Any, config: Any, as_json: bool) -> None:
     each, or one JSON object a line; then, with --novel, a line on what was redrawn."""
     import json
 
-    from charlstm.sample import default_prime
+    from charlstm.sample import prime_of
 
-    first = config.prime if config.prime is not None else default_prime(model.vocabulary)
+    first = prime_of(config, model.vocabulary)
     writer, drawn = _Writer(), []
     for s in model.samples(config):
         drawn.append(s)
