@@ -15,6 +15,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -407,23 +409,28 @@ def test_the_estimate_of_a_checkpoints_size_is_close_to_a_real_one(trained_run):
 # --- a real full file system ------------------------------------------------------------------------
 
 
-def mount_tmpfs(folder: Path, size: str) -> bool:
-    """Mount a tmpfs of `size` on `folder`; False where this is not allowed (not root, a container)."""
-    if os.geteuid() != 0:
-        return False
+# A model whose checkpoints (about 1.2 MB each, with the optimizer) fill a 3 MB disk by step 20.
+FILLS_SMALL_DISK = ["--layers", "2", "--hidden", "96", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "3m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted on `folder` for the test, unmounted after it; the
+    test is skipped where mounting is not allowed (not root, a container)."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    return result.returncode == 0
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (and a system that allows it)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def test_a_real_full_disk_stops_training_with_one_line_and_resume_works_after_freeing_space(tmp_path, small_corpus):
-    small = tmp_path / "small"
-    if not mount_tmpfs(small, "3m"):
-        pytest.skip("mounting a tmpfs needs root (and a system that allows it)")
-    try:
+    with small_disk(tmp_path / "small") as small:
         root = small / "ck"
-        model = ["--layers", "2", "--hidden", "96", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
-        result = run_cli(*train_args(small_corpus, root, steps=40, eval_every=10, model=model))
+        result = run_cli(*train_args(small_corpus, root, steps=40, eval_every=10, model=FILLS_SMALL_DISK))
         (run,) = root.iterdir()
         assert result.returncode == 1, result.stderr
         assert re.search(r"charlstm: warning: only [\d.]+ MB free in .*saves may fail", result.stderr)
@@ -441,20 +448,14 @@ def test_a_real_full_disk_stops_training_with_one_line_and_resume_works_after_fr
         assert result.returncode == 0, result.stderr
         assert checkpoint.saved_step(run / "last.pt") == 40
         assert [r["step"] for r in history.read_run(run).evaluations] == [10, 20, 30, 40]
-    finally:
-        subprocess.run(["umount", str(small)], capture_output=True)
 
 
 def test_a_full_disk_under_torchrun_stops_every_rank_with_one_line(tmp_path, small_corpus):
     """Rank 0 alone writes; the other ranks learn of its failure at the save instead of
     waiting for it in a collective, and the line is said once."""
-    small = tmp_path / "small"
-    if not mount_tmpfs(small, "3m"):
-        pytest.skip("mounting a tmpfs needs root (and a system that allows it)")
-    try:
+    with small_disk(tmp_path / "small") as small:
         root = small / "ck"
-        model = ["--layers", "2", "--hidden", "96", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
-        args = train_args(small_corpus, root, "--device", "cpu", steps=40, eval_every=10, model=model)
+        args = train_args(small_corpus, root, "--device", "cpu", steps=40, eval_every=10, model=FILLS_SMALL_DISK)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
         result = subprocess.run([*command, "-m", "charlstm", *args], capture_output=True, text=True, timeout=240)
         (run,) = root.iterdir()
@@ -464,5 +465,3 @@ def test_a_full_disk_under_torchrun_stops_every_rank_with_one_line(tmp_path, sma
         assert lines[0].endswith(f"free space and resume with: charlstm train --resume {run}")
         assert checkpoint.saved_step(run / "last.pt") == 10
         no_temporaries(small)
-    finally:
-        subprocess.run(["umount", str(small)], capture_output=True)
