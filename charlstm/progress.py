@@ -85,7 +85,7 @@ class TrainingPrinter(TrainListener):
         if "full_val_loss" in result:
             best += f"; whole validation split {result['full_val_loss']:.4f} nats/char"
         spent = f"{result['elapsed']:.0f} s"
-        if round(result.get("evaluating", 0)):  # on --max-time too
+        if round(result["evaluating"]):  # on --max-time too
             spent += f" + {result['evaluating']:.0f} s evaluating"
         self.message(f"done: {result['step']} steps in {spent}, {best}; run {run_dir}")
         self.message(f"sample it: charlstm sample --checkpoint {run_dir}")

@@ -531,8 +531,12 @@ class Trainer:
             raise
         self.record_status("finished")
         self.record_achieved_rate()
-        result = {"step": self.step, "elapsed": self.elapsed, "evaluating": self.evaluating}
-        result["best_val_loss"] = self.best_val_loss
+        result = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "evaluating": self.evaluating,
+            "best_val_loss": self.best_val_loss,
+        }
         if self.full_val_loss is not None:
             result["full_val_loss"] = self.full_val_loss
         return result
