@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.device import bf16_candidate, resolve_device
 from charlstm.errors import CharlstmError
 from charlstm.trainer import Data, Trainer, stream_loss
 
@@ -243,14 +244,12 @@ def choose_precision(
     native: Callable[[Trainer], bool] | None = None,
 ) -> PrecisionChoice:
     """`--precision auto` for `trainer`'s device and shape: fp32 unless bf16 is native
-    there (`device.native_bf16`; `native` replaces it in tests) and real steps of this
+    there and its kernels run (`device.bf16_candidate`; `native` replaces it in tests) and real steps of this
     shape measured faster in bf16. oneDNN reports bf16 on CPUs that only emulate it, and
     a CPU or GPU with native bf16 may still run a small model faster in fp32, so the
     timing decides, never the name of an instruction set alone.
     `trainer` is left in fp32 (its own precision is ignored; it is a probe)."""
-    from charlstm.device import native_bf16
-
-    has_native = native(trainer) if native is not None else native_bf16(trainer.device)
+    has_native = native(trainer) if native is not None else bf16_candidate(trainer.device, trainer.model.config.cell)
     if not has_native:
         return PrecisionChoice("fp32", f"no native bf16 on this {trainer.device.type}", {})
     rates = {}
@@ -276,10 +275,8 @@ def confirm_auto_precision(
     Other precisions are the user's choice and are kept, with no choice recorded."""
     if config.precision != "auto":
         return config, None
-    from charlstm.device import native_bf16, resolve_device
-
     device = resolve_device(config.device)
-    if native is None and not native_bf16(device):
+    if native is None and not bf16_candidate(device, model_config.cell):
         return replace(config, precision="fp32"), PrecisionChoice("fp32", f"no native bf16 on this {device.type}", {})
     key = (str(device), model_config, config.batch_size, config.seq_len)
     if measure is None and native is None and key in _CONFIRMED:

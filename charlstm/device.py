@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -70,14 +71,54 @@ def _cpu_has(probe: str) -> bool:
     return bool(check()) if check is not None else False
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast where the hardware has it natively, fp32 elsewhere."""
+def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> str:
+    """`auto` is bf16 autocast where the hardware has it natively and `cell`'s kernels run
+    in it, fp32 elsewhere; `bf16` asked for where they do not run is refused in one line."""
     check_precision(name)
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if bf16_candidate(device, cell) else "fp32"
     if name == "bf16" and device.type == "mps":
         raise CharlstmError(f"{flag('precision')} bf16 is not supported on MPS; use fp32")
+    if name == "bf16" and not bf16_kernels_run(device, cell):
+        raise CharlstmError(
+            f"{flag('precision')} bf16: this CPU has no bf16 kernel for the {cell} recurrence "
+            f"(PyTorch's oneDNN could not build one here); use {flag('precision')} fp32, "
+            "or auto to take bf16 wherever it runs"
+        )
     return name
+
+
+def bf16_candidate(device: torch.device, cell: str = "lstm") -> bool:
+    """Whether bf16 may pay on `device` for a `cell` model: computed natively (not emulated)
+    and its kernels run here. `--precision auto` takes it, or times it against fp32 (budget)."""
+    return native_bf16(device) and bf16_kernels_run(device, cell)
+
+
+def bf16_kernels_run(device: torch.device, cell: str = "lstm") -> bool:
+    """Whether a `cell` model's training step runs under bf16 autocast on `device`: tried
+    once per process on a tiny model, forward and backward, and remembered.
+
+    The instruction set does not tell: oneDNN on an AVX2-only CPU has no bf16 LSTM
+    primitive at all ("could not create a primitive descriptor for the LSTM forward
+    propagation primitive"), and a build of PyTorch may lack kernels its CPU could run.
+    Asking the library is the only answer that holds on every machine. Off the CPU the
+    recurrence's precision is `prepare_model`'s business, so only the CPU is tried.
+    """
+    return device.type != "cpu" or _bf16_step_runs(cell)
+
+
+@functools.cache
+def _bf16_step_runs(cell: str) -> bool:
+    from charlstm.cells import CELLS  # the cells import torch.nn; device is imported without them
+
+    module = CELLS[cell].fused_module(input_size=4, hidden_size=4, num_layers=1, dropout=0.0)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(torch.randn(1, 2, 4, requires_grad=True))[0]
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

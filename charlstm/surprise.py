@@ -68,7 +68,7 @@ def character_bits(model: CharLSTM, tokens: Tensor, device: str = "auto", precis
     read as `charlstm eval` reads them; NaN where a character is not scored: the first, and
     the few at the end that fill no stream."""
     device_ = resolve_device(device)
-    precision = resolve_precision(precision, device_)
+    precision = resolve_precision(precision, device_, model.config.cell)
     # read as train.evaluate_tokens reads a text: the same streams score the same characters
     batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
     streams, length = batches.targets.shape
@@ -142,6 +142,6 @@ def worst_of_corpus(
         bpc,
         len(scored),
         device_.type,
-        resolve_precision(precision, device_),
+        resolve_precision(precision, device_, model.config.cell),
         worst_passages(bits, tokens, vocabulary, k, width),
     )

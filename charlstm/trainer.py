@@ -91,7 +91,7 @@ def evaluate_tokens(
 ) -> dict[str, Any]:
     """Loss of a trained model on any token array (e.g. a held-out test split), in nats and bits/char."""
     device_ = resolve_device(device)
-    precision = resolve_precision(precision, device_)
+    precision = resolve_precision(precision, device_, model.config.cell)
     batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
     total, count = stream_loss(prepare_model(model, device_), batches, device_, precision).tolist()
     loss = total / count
@@ -225,7 +225,7 @@ class Trainer:
         self.config, self.data, self.run_dir = config, data, run_dir
         self.ranks = ranks or distributed.Ranks()
         self.device = self.ranks.place(resolve_device(config.device))
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device, model_config.cell)
         self.ranks.check_batch(config.batch_size)
         self.rows = self.ranks.rows(config.batch_size)
         torch.manual_seed(config.seed)

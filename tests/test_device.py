@@ -9,6 +9,7 @@ import torch
 from charlstm.device import (
     autocast,
     batch_to_device,
+    bf16_kernels_run,
     describe_precision,
     native_bf16,
     prepare_model,
@@ -146,6 +147,9 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.skipif(
+    not bf16_kernels_run(CPU), reason="this CPU's PyTorch has no bf16 LSTM kernel (oneDNN on AVX2-only CPUs)"
+)
 def test_under_bf16_autocast_the_recurrence_computes_in_fp32_when_told():
     """On CUDA, autocast would run cuDNN's RNN in fp16 (AutocastRNN.cpp casts to kHalf whatever
     dtype autocast has); the CUDA policy takes the recurrence out of autocast. Shown on the CPU,
