@@ -20,6 +20,7 @@ from typing import Any
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.device import bf16_candidate, resolve_device
 from charlstm.errors import CharlstmError
+from charlstm.pacing import paced
 from charlstm.trainer import Data, Trainer, stream_loss
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
@@ -98,15 +99,20 @@ def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
     return chosen
 
 
-def steps_in_budget(seconds: float, steps_per_second: float, evaluation_seconds: float, eval_every: int) -> float:
-    """How many updates a run of `seconds` trains: every `eval_every` steps pay for one
-    evaluation, and one more (the final one) is held back from the budget, as the trainer
-    counts them. Reckoned on training alone, sizing over-promised by the evaluations' share
-    of the run (docs/training-budget.md measures it), largest for 16 streams, which need
-    twice the windows of 32 to score the same characters."""
+def steps_in_budget(
+    seconds: float, steps_per_second: float, evaluation_seconds: float, eval_every: int, share: float | None = None
+) -> float:
+    """How many updates a run of `seconds` trains, as the trainer counts its evaluations:
+    one every `eval_every` steps and the final one, held back from the budget; with
+    `share` (a paced run, `pacing`), no more of the budget than that share, or the first and
+    the final evaluation where those alone take more. Reckoned on training alone, sizing
+    over-promised by the evaluations' share of the run (docs/training-budget.md)."""
     if steps_per_second <= 0:
         return 0.0
-    return max(0.0, seconds - evaluation_seconds) / (1 / steps_per_second + evaluation_seconds / eval_every)
+    every = max(0.0, seconds - evaluation_seconds) / (1 / steps_per_second + evaluation_seconds / eval_every)
+    if share is None:
+        return every
+    return max(every, max(0.0, seconds - max(share * seconds, 2 * evaluation_seconds)) * steps_per_second)
 
 
 PROBE_WARMUP = (3, 0.3)  # steps and seconds, both, before a shape is timed
@@ -212,7 +218,10 @@ def size_for_budget(
         else:
             rates[key] = measure(probe)
         evaluations[key] = measure_evaluation(probe)
-        steps[key] = int(steps_in_budget(config.max_time, rates[key], evaluations[key], config.eval_every))
+        evaluations_share = config.eval_share if paced(config) else None
+        steps[key] = int(
+            steps_in_budget(config.max_time, rates[key], evaluations[key], config.eval_every, evaluations_share)
+        )
         return steps[key]
 
     started = time.perf_counter()

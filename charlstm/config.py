@@ -64,6 +64,7 @@ FLAGS: dict[str, str] = {
 NOT_OPTIONS: dict[str, str] = {
     "vocab_size": "vocab_size (the number of distinct characters, which comes from the corpus; no option sets it)",
     "min_lr_ratio": "min_lr_ratio (a library setting; no option sets it)",
+    "eval_share": "eval_share (a library setting; no option sets it)",
 }
 
 
@@ -155,6 +156,10 @@ class TrainConfig:
     max_steps: int = 0
     max_time: float = field(default=300.0, metadata=DURATION)
     eval_every: int = 250
+    # The most of a time budget (--max-time with no --max-steps) evaluations may take, the
+    # final one included: they then come every eval_every steps at most, and no more often
+    # than keeps them within this share (12 of ~1 s took 14-16% of a 90 s run; pacing.py).
+    eval_share: float = 0.05
     sample_every: int = 500
     val_frac: float = 0.1
     # Held-out characters each periodic evaluation scores: the same ones every time, spread
@@ -172,6 +177,8 @@ class TrainConfig:
         _at_least(self, ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay", "val_chars"), 0)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CharlstmError(f"{flag('lr')} must be a positive number, got {self.lr}")
+        if not 0 < self.eval_share <= 1:
+            raise CharlstmError(f"{flag('eval_share')} must be in (0, 1], got {self.eval_share}")
         check_val_frac(self.val_frac)
         if self.batching not in BATCHINGS:
             raise CharlstmError(f"{flag('batching')} must be {_listed(BATCHINGS)}, got {self.batching!r}")

@@ -36,6 +36,7 @@ from charlstm.device import (
 )
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import CharLSTM
+from charlstm.pacing import paced, within_share
 from charlstm.sample import default_prime, generate
 from charlstm.tokenizer import Vocabulary
 
@@ -575,19 +576,37 @@ class Trainer:
                 listener.stepped(self.step, last_loss, speed)
                 loss_sum.zero_()
                 loss_count, tick, tick_step = 0, now, self.step
-            if self.step % c.eval_every == 0 and not self.finished() and self._room_for_two_evaluations():
-                self.checkpoint_and_evaluate(listener, last_loss)
-                if c.sample_every and self.step % c.sample_every == 0 and self.ranks.main:
+            evaluate = self._evaluation_due()
+            sample = self._sample_due()
+            if evaluate or sample:
+                if evaluate:
+                    self.checkpoint_and_evaluate(listener, last_loss)
+                if sample:
                     text = self.sample_text()
                     history.append_sample(self.run_dir, self.step, self.elapsed, text)  # for `charlstm report`
                     listener.sampled(self.step, text)
                 clock = tick = self.clock()
                 tick_step = self.step
-                self._count_evaluation(clock - now)
+                self._count_evaluation(clock - now, evaluated=evaluate)
         began = self.clock()
         self.checkpoint_and_evaluate(listener, last_loss)
-        self._count_evaluation(self.clock() - began)
+        self._count_evaluation(self.clock() - began, evaluated=True)
         self.final_evaluation(listener)
+
+    def _evaluation_due(self) -> bool:
+        """A periodic evaluation (with its checkpoint) now: every `eval_every` steps, while
+        there is room left for the final one, and in a run bounded by time alone no more
+        often than keeps evaluating within `eval_share` of the budget (`pacing`)."""
+        c = self.config
+        if self.step % c.eval_every or self.finished() or not self._room_for_two_evaluations():
+            return False
+        return not paced(c) or within_share(self.evaluating, self.reserve, self.budget_spent(), c.eval_share)
+
+    def _sample_due(self) -> bool:
+        """A sample for the listener and report.html now: every `sample_every` steps, on the
+        main process, whether or not an evaluation comes at the same step."""
+        c = self.config
+        return bool(c.sample_every) and self.step % c.sample_every == 0 and self.ranks.main and not self.finished()
 
     def _room_for_two_evaluations(self) -> bool:
         """Whether a periodic evaluation now still leaves room in --max-time for the final one
@@ -596,14 +615,15 @@ class Trainer:
         c = self.config
         return not c.max_time or self.budget_spent() + 2 * self.reserve < c.max_time
 
-    def _count_evaluation(self, seconds: float) -> None:
-        """An evaluation's seconds count on --max-time, and the longest recent one is kept
-        back from it for the final evaluation. Only in one process: every rank of a
-        distributed run must reach the same stop from agreed values alone, and the
-        evaluation's time is each rank's own (there --max-time counts training time)."""
+    def _count_evaluation(self, seconds: float, evaluated: bool) -> None:
+        """Seconds spent evaluating, checkpointing or sampling count on --max-time, and the
+        last evaluation's are kept back from it for the final one. Only in one process:
+        every rank of a distributed run must reach the same stop from agreed values alone,
+        and these seconds are each rank's own (there --max-time counts training time)."""
         if self.ranks.world == 1:
             self.evaluating += seconds
-            self.reserve = seconds
+            if evaluated:
+                self.reserve = seconds
 
     @contextmanager
     def _stop_requests(self):

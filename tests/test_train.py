@@ -185,6 +185,17 @@ def test_a_budget_pays_for_its_evaluations():
     assert steps_in_budget(1, 25.0, 2.0, 250) == 0.0 and steps_in_budget(100, 0.0, 0.0, 250) == 0.0
 
 
+def test_a_paced_budget_pays_its_share_for_evaluations():
+    """Paced at 5% (a run bounded by time alone), 90 s at 30 steps/s with 1 s evaluations
+    every 250 steps trains for 85.5 s: 2,565 steps, where every 250 steps would leave 2,302.
+    Where one evaluation every 250 steps is cheaper than the share, that is what it costs;
+    where the first and final evaluations alone take more than the share, they count."""
+    assert int(steps_in_budget(90, 30.0, 1.0, 250)) == 2_302
+    assert steps_in_budget(90, 30.0, 1.0, 250, share=0.05) == pytest.approx(85.5 * 30)
+    assert steps_in_budget(90, 30.0, 0.01, 250, share=0.05) == steps_in_budget(90, 30.0, 0.01, 250)
+    assert steps_in_budget(20, 30.0, 1.0, 250, share=0.05) == pytest.approx(18 * 30)
+
+
 def test_a_run_with_no_shape_given_is_sized_for_its_budget(tmp_path, small_corpus, capsys, monkeypatch):
     """The step rates are handed in (as if measured: 3,000 steps/s at 128x16, slower as the
     model grows), so the choice is the same on any machine: 2x192 gets 2,667 steps in 2 s."""

@@ -1,5 +1,6 @@
 """Bounded validation: what a periodic evaluation scores, and how its time counts on --max-time."""
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -106,9 +107,10 @@ def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_pat
     """A fake clock: each step takes 1 s, each evaluation (with its checkpoint) 20 s, the
     budget is 100 s. Evaluations count, and the last one's time is kept back for the final
     one, so the whole run, final evaluation included, fits in 100 s. Before, evaluations
-    counted nothing: 100 s of steps and five evaluations, 200 s in all."""
+    counted nothing: 100 s of steps and five evaluations, 200 s in all. (Unpaced: the share
+    evaluations may take is the whole budget here; pacing has its own tests below.)"""
     now = [0.0]
-    trainer = start(MODEL, config(small_corpus, max_steps=0, max_time=100, eval_every=10), tmp_path)
+    trainer = start(MODEL, config(small_corpus, max_steps=0, max_time=100, eval_every=10, eval_share=1.0), tmp_path)
     trainer.clock = lambda: now[0]
     train_step, evaluate = trainer.train_step, trainer.checkpoint_and_evaluate
     evaluated_at = []
@@ -172,3 +174,64 @@ def test_a_split_shorter_than_one_window_is_one_clear_line():
     with pytest.raises(CharlstmError, match=r"validation split \(6 characters\) is shorter than one window of 33"):
         validation_batches(tokens(6), 8, 32, TrainConfig().val_chars)
     assert len(validation_batches(tokens(33), 8, 32, TrainConfig().val_chars)) == 1
+
+
+def paced_run(tmp_path, small_corpus, monkeypatch, budget, step_seconds, evaluation_seconds, **overrides):
+    """A run on a fake clock: each step takes `step_seconds`, each evaluation (with its
+    checkpoint) `evaluation_seconds`. Returns the trainer, run to its end, and the (step,
+    seconds spent) of each evaluation, the final one included."""
+    now = [0.0]
+    settings = {"max_steps": 0, "max_time": budget, "eval_every": 10} | overrides
+    trainer = start(MODEL, config(small_corpus, **settings), tmp_path)
+    trainer.clock = lambda: now[0]
+    train_step, evaluate = trainer.train_step, trainer.checkpoint_and_evaluate
+    evaluated_at = []
+
+    def step():
+        now[0] += step_seconds
+        return train_step()
+
+    def evaluation(listener, loss):
+        evaluated_at.append((trainer.step, round(now[0], 6)))
+        now[0] += evaluation_seconds
+        return evaluate(listener, loss)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "checkpoint_and_evaluate", evaluation)
+    trainer.run()
+    return trainer, evaluated_at
+
+
+def test_a_time_budget_spends_at_most_its_share_evaluating(tmp_path, small_corpus, monkeypatch):
+    """90 s, a step 0.03 s, an evaluation 1 s, every 10 steps asked for: unpaced, an evaluation
+    would follow every 0.3 s of training (77% of the budget). Paced at 5%, the first comes at
+    step 10, the next once 5% of the time spent covers it, the last one and the final one,
+    and the whole run evaluates within 4.5 s. Before, 12 evaluations took 14-16% of a 90 s run."""
+    trainer, evaluated_at = paced_run(tmp_path, small_corpus, monkeypatch, 90, 0.03, 1.0)
+    assert trainer.config.eval_share == 0.05, "the default"
+    assert trainer.evaluating <= 0.05 * 90 and trainer.budget_spent() <= 90 + 0.03, "within a step of the budget"
+    assert len(evaluated_at) >= 3, "a first, at least one along the way, and the final one"
+    assert evaluated_at[0] == (10, 0.3)
+    for (_, before), (_, after) in itertools.pairwise(evaluated_at[1:-1]):
+        assert after - before >= 19, "spread out: 1 s in 20 s is 5%"
+    records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [step for step, _ in evaluated_at]
+    assert (trainer.run_dir / "best.pt").is_file()
+
+
+def test_a_step_budget_or_a_larger_share_keeps_every_evaluation(tmp_path, small_corpus, monkeypatch):
+    """Pacing is for runs bounded by time alone: with --max-steps an evaluation comes every
+    eval_every steps as asked, and a share of 1 lets them all through."""
+    _, by_steps = paced_run(tmp_path / "s", small_corpus, monkeypatch, 90, 0.03, 1.0, max_steps=50)
+    assert [step for step, _ in by_steps] == [10, 20, 30, 40, 50]
+    _, unpaced = paced_run(tmp_path / "u", small_corpus, monkeypatch, 9, 0.03, 0.01, eval_share=1.0)
+    assert len(unpaced) > 20
+
+
+def test_samples_come_on_their_own_schedule_when_evaluations_are_paced(tmp_path, small_corpus, monkeypatch):
+    """Samples are shown every sample_every steps whether an evaluation comes then or not:
+    a paced 90 s run would otherwise show none (steps 20, 40, ... are rarely evaluated)."""
+    trainer, evaluated_at = paced_run(tmp_path, small_corpus, monkeypatch, 90, 0.03, 1.0, sample_every=200)
+    samples = [json.loads(line)["step"] for line in (trainer.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert samples == list(range(200, trainer.step, 200))
+    assert not set(samples) <= {step for step, _ in evaluated_at}
