@@ -338,39 +338,47 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         self._status = 0
         self._path = path = urlsplit(self.path).path
-        openai = path.startswith("/v1/")
         try:
             try:
-                key = self.server.config.api_key
-                if openai and key is not None and not authorized(self.headers.get("Authorization"), key):
-                    self.close_connection = method not in ("GET", "HEAD")  # its body is left unread
-                    raise Refused(401, "send this server's API key: Authorization: Bearer KEY")
-                if path not in self.ROUTES:
-                    raise Refused(404, f"no such path {path}; the paths are {', '.join(self.ROUTES)}")
-                allowed, handler = self.ROUTES[path]
-                if method not in self._allowed():
-                    self.close_connection = method not in ("GET", "HEAD")
-                    raise Refused(405, f"{path} takes {allowed}, not {method}")
-                getattr(self, handler)()
+                getattr(self, self._handler(method, path))()
             except Refused as refused:
-                self._json(refused.status, error_json(refused) if openai else refused.to_json())
+                self._error(refused)
             except CharlstmError as e:
-                self._json(400, error_json(Refused(400, str(e))) if openai else {"error": str(e)})
+                self._error(Refused(400, str(e)))
             except OSError:
                 raise
             except Exception as e:  # a bug: answer 500, keep serving
                 self.close_connection = True
                 self.server.log(f"internal error on {method} {path}: {type(e).__name__}: {e}")
-                internal = Refused(500, f"internal error: {type(e).__name__}: {e}")
-                self._json(500, error_json(internal) if openai else internal.to_json())
+                self._error(Refused(500, f"internal error: {type(e).__name__}: {e}"))
         except OSError:  # the client went away, or stalled past the timeout
             self.close_connection = True
         self.server.log(f"{self.client_address[0]} {method} {path} {self._status} {time.perf_counter() - started:.3f}s")
+
+    def _handler(self, method: str, path: str) -> str:
+        """The route that answers this request; `Refused` when /v1/* lacks the API key, the path
+        is unknown or does not take the method (then the connection closes after the answer:
+        a body sent with the request is left unread)."""
+        key = self.server.config.api_key
+        if path.startswith("/v1/") and key is not None and not authorized(self.headers.get("Authorization"), key):
+            refused = Refused(401, "send this server's API key: Authorization: Bearer KEY")
+        elif path not in self.ROUTES:
+            refused = Refused(404, f"no such path {path}; the paths are {', '.join(self.ROUTES)}")
+        elif method not in self._allowed():
+            refused = Refused(405, f"{path} takes {self.ROUTES[path][0]}, not {method}")
+        else:
+            return self.ROUTES[path][1]
+        self.close_connection = method not in ("GET", "HEAD")
+        raise refused
 
     def _allowed(self) -> tuple[str, ...]:
         """The methods this request's path takes: its route's, and HEAD (GET without the body) beside GET."""
         method = self.ROUTES[self._path][0]
         return (method, "HEAD") if method == "GET" else (method,)
+
+    def _error(self, refused: Refused) -> None:
+        """A refusal in the shape its path speaks: OpenAI's on /v1/*, charlstm's elsewhere."""
+        self._json(refused.status, error_json(refused) if self._path.startswith("/v1/") else refused.to_json())
 
     def _body(self) -> dict[str, Any]:
         """The request's JSON object, read only when its size is within --max-body."""

@@ -410,8 +410,8 @@ class Batcher:
             return []
         wanted = [rows[i].key[0].request.logprobs for i in asking]
         logprobs = torch.log_softmax(self.streams.logits[asking].float(), dim=1)
-        values, ids = logprobs.topk(min(max(wanted), logprobs.shape[1]), dim=1)
-        chars, ids, values = self.vocabulary.chars, ids.tolist(), values.tolist()
+        top = logprobs.topk(min(max(wanted), logprobs.shape[1]), dim=1)
+        ids, values, chars = top.indices.tolist(), top.values.tolist(), self.vocabulary.chars
         return [
             (rows[i], {chars[c]: v for c, v in zip(ids[j][:n], values[j][:n], strict=True)})
             for j, (i, n) in enumerate(zip(asking, wanted, strict=True))

@@ -250,7 +250,7 @@ class Completions:
         """Server-sent events for a bunch of events: a chunk per choice's new text (after its
         prompt, with echo), one with its finish_reason when it ends, an error as OpenAI sends one."""
         lines = []
-        for event in bunch:
+        for event in _joined(bunch):
             if event["type"] == "error":
                 refused = Refused(event["status"], event["error"], event.get("limit"))
                 lines.append(json.dumps(error_json(refused), ensure_ascii=False))
@@ -302,3 +302,22 @@ class Completions:
             "top_logprobs": [r["top"] for r in records],
             "text_offset": list(range(offset, offset + len(text))),
         }
+
+
+def _joined(bunch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`bunch` with the text events of each choice that queued up together joined into the
+    first of them: one chunk a choice per bunch, not one per character, when the client reads
+    slower than the batch draws."""
+    joined: list[dict[str, Any]] = []
+    texts: dict[int, dict[str, Any]] = {}
+    for event in bunch:
+        if event["type"] == "text" and event["sample"] in texts:
+            first = texts[event["sample"]]
+            first["text"] += event["text"]
+            if "logprobs" in first:
+                first["logprobs"] = first["logprobs"] + event["logprobs"]
+            continue
+        if event["type"] == "text":
+            event = texts[event["sample"]] = dict(event)
+        joined.append(event)
+    return joined

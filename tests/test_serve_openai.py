@@ -15,12 +15,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 import charlstm
 from charlstm.serve_config import ServeConfig
-
-openai = pytest.importorskip("openai")
 
 KEY = "test-key"
 """The server's API key (the client sends it as `Authorization: Bearer KEY`)."""
@@ -222,3 +221,34 @@ def test_the_docs_openai_example_runs(server_url: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_text_that_queued_up_together_is_one_chunk_a_choice() -> None:
+    """When the client reads slower than the batch draws, each choice's waiting characters go
+    out as one chunk (offsets and logprobs joined with them), still before its finish."""
+    import json
+
+    from charlstm.serve_openai import Completions
+    from charlstm.tokenizer import Vocabulary
+
+    completions = Completions(
+        {"model": "m", "prompt": "ab", "n": 2, "stream": True}, "m", ServeConfig(), Vocabulary("abc")
+    )
+
+    def text(k: int, piece: str) -> dict:
+        records = [{"logprob": -1.0, "top": {ch: -1.0}} for ch in piece]
+        return {"type": "text", "sample": k, "text": piece, "bits": [1.4] * len(piece), "logprobs": records}
+
+    done = {"type": "done", "sample": 0, "text": "ac", "characters": 2, "stop": None, "stop_reason": "length"}
+    bunch = [text(0, "a"), text(1, "b"), text(0, "c"), done, text(1, "cc")]
+    events = [json.loads(line.removeprefix("data: ")) for line in completions.sse(bunch).split("\n\n")[:-1]]
+    choices = [e["choices"][0] for e in events]
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in choices] == [
+        (0, "ac", None),
+        (1, "bcc", None),
+        (0, "", "length"),
+    ]
+    assert choices[1]["logprobs"]["text_offset"] == [0, 1, 2] and choices[1]["logprobs"]["tokens"] == ["b", "c", "c"]
+    assert [e["sample"] for e in bunch] == [0, 1, 0, 0, 1] and bunch[0][
+        "text"
+    ] == "a"  # the events themselves unchanged
