@@ -1,12 +1,15 @@
-"""`charlstm serve` under load: requests/s and characters/s for 1, 4 and 16 concurrent clients.
+"""`charlstm serve` under load: requests/s and characters/s for 1, 4 and 16 concurrent clients,
+through /generate and through OpenAI's /v1/completions.
 
 The server runs as a user runs it (`charlstm serve --port 0 --quiet`, its own process, on a
 loopback port); each client is a thread here with one keep-alive connection that sends
-`--requests` requests of `--length` characters one after another (seed = a request number;
-`--stream` reads NDJSON lines and also times the first character). One JSON line per client
-count: requests/s, characters/s, latency (median and 95th percentile), and the mean batch
-the server drew (characters drawn / batched steps taken, read from /health): with 16 clients
-near 16 when requests overlap, which is why 16 clients do not take 16 times as long.
+`--requests` requests of `--length` characters one after another (seed = a request number,
+temperature 0.8 on both endpoints; `--stream` reads NDJSON lines or server-sent events and
+also times the first character). One JSON line per endpoint and client count: requests/s,
+characters/s, latency (median and 95th percentile), and the mean batch the server drew
+(characters drawn / batched steps taken, read from /health): with 16 clients near 16 when
+requests overlap, which is why 16 clients do not take 16 times as long. The two endpoints draw
+the same samples, so their rows compare what OpenAI's request and answer shapes cost.
 
     python benchmarks/serve_load.py                                   # fresh lstm 2x512, 1/4/16 clients
     python benchmarks/serve_load.py --checkpoint checkpoints/RUN --stream
@@ -63,47 +66,80 @@ class Served:
         self.host, port = address.rsplit(":", 1)
         self.port = int(port)
         self.summary = line.split("(", 1)[1].rsplit(")", 1)[0]
+        self.model = self.get("/v1/models")["data"][0]["id"]
 
-    def health(self) -> dict:
+    def get(self, path: str) -> dict:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        connection.request("GET", "/health")
+        connection.request("GET", path)
         answer = json.loads(connection.getresponse().read())
         connection.close()
         return answer
+
+    def health(self) -> dict:
+        return self.get("/health")
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
 
 
-def client(served: Served, first_seed: int, args: argparse.Namespace, results: list) -> None:
+ENDPOINTS = ("generate", "completions")
+TEMPERATURE = 0.8
+"""Both endpoints draw at /generate's default temperature, so they draw the same samples."""
+
+
+def request(served: Served, endpoint: str, seed: int, args: argparse.Namespace) -> tuple[str, dict]:
+    """The path and body of one request of `args.length` characters."""
+    if endpoint == "generate":
+        body = {"prime": "\n", "length": args.length, "temperature": TEMPERATURE, "seed": seed, "stream": args.stream}
+        return "/generate", body
+    body = {"model": served.model, "prompt": "\n", "max_tokens": args.length, "temperature": TEMPERATURE}
+    return "/v1/completions", body | {"seed": seed, "stream": args.stream}
+
+
+def answer(response: http.client.HTTPResponse, endpoint: str, stream: bool, start: float) -> tuple[float | None, int]:
+    """Read one answer whole: (seconds to the first character when streamed, characters drawn)."""
+    if not stream:
+        whole = json.loads(response.read())
+        if endpoint == "generate":
+            return None, sum(s["characters"] for s in whole["samples"])
+        return None, whole["usage"]["completion_tokens"]
+    first, characters = None, 0
+    while line := response.readline():
+        if endpoint == "generate":
+            event = json.loads(line)
+            text = event.get("text", "") if event["type"] == "text" else ""
+        elif line.startswith(b"data: {"):
+            text = json.loads(line[6:])["choices"][0]["text"]
+        else:
+            continue
+        if text and first is None:
+            first = time.perf_counter() - start
+        characters += len(text)
+    return first, characters
+
+
+def client(served: Served, endpoint: str, first_seed: int, args: argparse.Namespace, results: list) -> None:
     """`args.requests` requests on one keep-alive connection: (latency, first character, characters)."""
     connection = http.client.HTTPConnection(served.host, served.port, timeout=600)
     for k in range(args.requests):
-        body = {"prime": "\n", "length": args.length, "seed": first_seed + k, "stream": args.stream}
+        path, body = request(served, endpoint, first_seed + k, args)
         start = time.perf_counter()
-        connection.request("POST", "/generate", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         if response.status != 200:
             raise SystemExit(f"serve_load: {response.status} {response.read()!r}")
-        first, characters = None, 0
-        if args.stream:
-            while line := response.readline():
-                event = json.loads(line)
-                if event["type"] == "text" and first is None:
-                    first = time.perf_counter() - start
-                elif event["type"] == "done":
-                    characters += event["characters"]
-        else:
-            characters = sum(s["characters"] for s in json.loads(response.read())["samples"])
+        first, characters = answer(response, endpoint, args.stream, start)
         results.append((time.perf_counter() - start, first, characters))
     connection.close()
 
 
-def measure(served: Served, clients: int, args: argparse.Namespace) -> dict:
+def measure(served: Served, endpoint: str, clients: int, args: argparse.Namespace) -> dict:
     results: list = []
     steps_before = served.health()["steps"]
-    threads = [threading.Thread(target=client, args=(served, 1000 * c, args, results)) for c in range(clients)]
+    threads = [
+        threading.Thread(target=client, args=(served, endpoint, 1000 * c, args, results)) for c in range(clients)
+    ]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -117,6 +153,7 @@ def measure(served: Served, clients: int, args: argparse.Namespace) -> dict:
     characters = sum(r[2] for r in results)
     row = {
         "benchmark": "serve_load",
+        "endpoint": endpoint,
         "model": served.summary,
         "clients": clients,
         "requests": len(results),
@@ -145,8 +182,11 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16", help="Client counts, comma-separated.")
     parser.add_argument("--requests", type=int, default=8, help="Requests each client sends, one after another.")
     parser.add_argument("--length", type=int, default=500, help="Characters per request.")
-    parser.add_argument("--stream", action="store_true", help="Ask for NDJSON streams (and time the first character).")
+    parser.add_argument("--stream", action="store_true", help="Ask for streams (and time the first character).")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="generate, completions, or both.")
     args = parser.parse_args()
+    if not set(args.endpoints.split(",")) <= set(ENDPOINTS):
+        parser.error(f"--endpoints takes {' and '.join(ENDPOINTS)}, comma-separated; got {args.endpoints!r}")
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = (
             Path(args.checkpoint)
@@ -155,9 +195,12 @@ def main() -> None:
         )
         served = Served(checkpoint, max(args.length, 1))
         try:
-            client(served, 10**6, argparse.Namespace(**{**vars(args), "requests": 1}), [])  # warm-up
+            endpoints = args.endpoints.split(",")
+            for endpoint in endpoints:  # warm-up
+                client(served, endpoint, 10**6, argparse.Namespace(**{**vars(args), "requests": 1}), [])
             for clients in (int(c) for c in args.clients.split(",")):
-                print(json.dumps(measure(served, clients, args)), flush=True)
+                for endpoint in endpoints:
+                    print(json.dumps(measure(served, endpoint, clients, args)), flush=True)
         finally:
             served.stop()
 

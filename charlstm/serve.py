@@ -4,6 +4,7 @@
                      seed, stream, keep, session, units}  -> JSON, or NDJSON lines while drawing
     POST /score     {text}  -> nats and bits per character, as `charlstm eval` computes them
     GET  /health, GET /info (model, corpus, vocabulary, defaults, limits, units), GET / (the playground)
+    POST /v1/completions, GET /v1/models  OpenAI's protocol (`serve_openai`), drawn in the same batch
 
 The server is the standard library's `ThreadingHTTPServer`: a thread per connection, which
 is what a batch needs anyway (each request thread waits on its own queue while the one model
@@ -13,8 +14,9 @@ in; an ASGI stack would buy nothing here, since the model, not the sockets, is t
 
 Safe by default: it binds to 127.0.0.1; bodies, lengths, samples per request, rows drawing
 at once and kept states are limited (`ServeConfig`), and every refusal is a JSON object
-`{"error": one line, "limit": "--option"}` with a 4xx status. A bad request never reaches the
-model thread, and nothing a client sends can stop the server.
+`{"error": one line, "limit": "--option"}` with a 4xx status (on /v1/*, OpenAI's error shape).
+A bad request never reaches the model thread, and nothing a client sends can stop the server.
+With `--api-key`, /v1/* answers only requests that carry it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -38,15 +40,30 @@ from charlstm.config import FLAGS, InspectConfig, SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.serve_batch import Batcher, GenerateRequest, Limits, Refused, Unit
 from charlstm.serve_config import ServeConfig, option
+from charlstm.serve_openai import NAMES as OPENAI_NAMES
+from charlstm.serve_openai import Completions, authorized, error_json, model_id, models
 
 if TYPE_CHECKING:
     from charlstm.api import Model
 
-EXPOSED = (
-    "listening beyond this machine: anyone who reaches the port can use the model, and nothing asks who they are; "
-    "put a reverse proxy with authentication in front (docs/serve.md)"
-)
-"""What `charlstm serve` says when --host is not a loopback address."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure(config: ServeConfig) -> str | None:
+    """The warning `charlstm serve` prints when --host is not a loopback address, or None."""
+    if config.host in LOOPBACK:
+        return None
+    if config.api_key is None:
+        return (
+            "listening beyond this machine: anyone who reaches the port can use the model, and nothing asks who "
+            "they are; set --api-key, or put a reverse proxy with authentication in front (docs/serve.md)"
+        )
+    return (
+        "listening beyond this machine: /v1/* asks for the API key, but /generate, /score, /info and the "
+        "playground answer anyone who reaches the port; put a reverse proxy with authentication in front of "
+        "them (docs/serve.md)"
+    )
+
 
 MAX_UNITS = 16
 """Units one request may trace (and the playground offers at most)."""
@@ -107,17 +124,21 @@ def _checked(body: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def _api_words(message: str) -> str:
+def _api_words(message: str, names: Mapping[str, str]) -> str:
     """A library message as a request's author reads it: settings by field name, not by flag."""
     for name in SAMPLING_FIELDS:
         flag = FLAGS.get(name)
         if flag:
-            message = message.replace(flag, name)
+            message = message.replace(flag, names.get(name, name))
     return message
 
 
-def generate_request(body: dict[str, Any], model: Model, config: ServeConfig) -> GenerateRequest:
-    """A /generate body as the model thread's request, or `Refused` with one line saying why."""
+def generate_request(
+    body: dict[str, Any], model: Model, config: ServeConfig, names: Mapping[str, str] | None = None
+) -> GenerateRequest:
+    """A /generate body as the model thread's request, or `Refused` with one line saying why;
+    `names` are the request's own names for settings where they differ (OpenAI's `max_tokens`)."""
+    names = names or {}
     from charlstm.sample import check, unreachable_stops
 
     body = _checked(body, GENERATE_FIELDS)
@@ -143,23 +164,24 @@ def generate_request(body: dict[str, Any], model: Model, config: ServeConfig) ->
         sampling = replace(SamplingConfig(), **settings)
         prime = read if session is not None else check(sampling, model.vocabulary)
     except CharlstmError as e:
-        raise Refused(400, _api_words(str(e))) from None
+        raise Refused(400, _api_words(str(e), names)) from None
     for name in ("length", "num_samples"):
-        _within(name, getattr(sampling, name), name not in settings, config)
+        _within(name, getattr(sampling, name), name not in settings, config, names.get(name, name))
     unreachable = unreachable_stops(sampling, model.vocabulary)
     if unreachable:
-        raise Refused(400, _api_words(unreachable[0]))
+        raise Refused(400, _api_words(unreachable[0], names))
     if len(body.get("units", ())) > MAX_UNITS:
         raise Refused(400, f"units lists {len(body['units'])} units; at most {MAX_UNITS} may be traced at once")
     units = tuple(_unit(value, model) for value in body.get("units", ()))
     return GenerateRequest(sampling, prime, body.get("stream", False), body.get("keep", False), session, units)
 
 
-def _within(name: str, value: int, default: bool, config: ServeConfig) -> None:
-    """Refuse a `length` or `num_samples` (asked for, or the default) above the server's limit."""
+def _within(name: str, value: int, default: bool, config: ServeConfig, called: str) -> None:
+    """Refuse a `length` or `num_samples` (asked for, or the default) above the server's limit;
+    `called` is the request's name for it."""
     limit = {"length": "max_length", "num_samples": "max_samples"}[name]
     if value > getattr(config, limit):
-        given = f"{name} {value}" + (" (the default)" if default else "")
+        given = f"{called} {value}" + (" (the default)" if default else "")
         raise Refused(400, f"{given} is above this server's {option(limit)} {getattr(config, limit)}", option(limit))
 
 
@@ -281,7 +303,8 @@ def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], uni
 
 
 class Handler(BaseHTTPRequestHandler):
-    """One connection's requests. Every answer is JSON (errors too), the page, or an NDJSON stream."""
+    """One connection's requests. Every answer is JSON (errors too), the page, or a stream
+    (NDJSON, or server-sent events on /v1/completions)."""
 
     protocol_version = "HTTP/1.1"
     server_version = f"charlstm/{__version__}"
@@ -293,11 +316,13 @@ class Handler(BaseHTTPRequestHandler):
     algorithm would hold a small write back for the peer's delayed ACK, 40 ms on Linux)."""
     server: Server
 
-    def do_GET(self) -> None:
-        self._route("GET")
-
-    def do_POST(self) -> None:
-        self._route("POST")
+    def __getattr__(self, name: str) -> Any:
+        """Every method (`do_GET`, `do_DELETE`, `do_BREW`, ...) goes to `_route`, which answers
+        a method a path does not take with 405 and `Allow`, in JSON, and logs it like any request."""
+        method = name.removeprefix("do_")
+        if name.startswith("do_") and method.isascii() and method.isalpha():
+            return lambda: self._route(method)
+        raise AttributeError(name)
 
     ROUTES: ClassVar[dict[str, tuple[str, str]]] = {
         "/": ("GET", "_page"),
@@ -305,34 +330,55 @@ class Handler(BaseHTTPRequestHandler):
         "/info": ("GET", "_info"),
         "/generate": ("POST", "_generate"),
         "/score": ("POST", "_score"),
+        "/v1/completions": ("POST", "_completions"),
+        "/v1/models": ("GET", "_models"),
     }
 
     def _route(self, method: str) -> None:
         started = time.perf_counter()
         self._status = 0
-        path = urlsplit(self.path).path
+        self._path = path = urlsplit(self.path).path
         try:
             try:
-                if path not in self.ROUTES:
-                    raise Refused(404, f"no such path {path}; the paths are {', '.join(self.ROUTES)}")
-                allowed, handler = self.ROUTES[path]
-                if method != allowed:
-                    self.close_connection = method == "POST"  # its body is left unread
-                    raise Refused(405, f"{path} takes {allowed}, not {method}")
-                getattr(self, handler)()
+                getattr(self, self._handler(method, path))()
             except Refused as refused:
-                self._json(refused.status, refused.to_json())
+                self._error(refused)
             except CharlstmError as e:
-                self._json(400, {"error": str(e)})
+                self._error(Refused(400, str(e)))
             except OSError:
                 raise
             except Exception as e:  # a bug: answer 500, keep serving
                 self.close_connection = True
                 self.server.log(f"internal error on {method} {path}: {type(e).__name__}: {e}")
-                self._json(500, {"error": f"internal error: {type(e).__name__}: {e}"})
+                self._error(Refused(500, f"internal error: {type(e).__name__}: {e}"))
         except OSError:  # the client went away, or stalled past the timeout
             self.close_connection = True
         self.server.log(f"{self.client_address[0]} {method} {path} {self._status} {time.perf_counter() - started:.3f}s")
+
+    def _handler(self, method: str, path: str) -> str:
+        """The route that answers this request; `Refused` when /v1/* lacks the API key, the path
+        is unknown or does not take the method (then the connection closes after the answer:
+        a body sent with the request is left unread)."""
+        key = self.server.config.api_key
+        if path.startswith("/v1/") and key is not None and not authorized(self.headers.get("Authorization"), key):
+            refused = Refused(401, "send this server's API key: Authorization: Bearer KEY")
+        elif path not in self.ROUTES:
+            refused = Refused(404, f"no such path {path}; the paths are {', '.join(self.ROUTES)}")
+        elif method not in self._allowed():
+            refused = Refused(405, f"{path} takes {self.ROUTES[path][0]}, not {method}")
+        else:
+            return self.ROUTES[path][1]
+        self.close_connection = method not in ("GET", "HEAD")
+        raise refused
+
+    def _allowed(self) -> tuple[str, ...]:
+        """The methods this request's path takes: its route's, and HEAD (GET without the body) beside GET."""
+        method = self.ROUTES[self._path][0]
+        return (method, "HEAD") if method == "GET" else (method,)
+
+    def _error(self, refused: Refused) -> None:
+        """A refusal in the shape its path speaks: OpenAI's on /v1/*, charlstm's elsewhere."""
+        self._json(refused.status, error_json(refused) if self._path.startswith("/v1/") else refused.to_json())
 
     def _body(self) -> dict[str, Any]:
         """The request's JSON object, read only when its size is within --max-body."""
@@ -380,7 +426,12 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any) -> None:
         body = (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
         self._head(status, "application/json; charset=utf-8", len(body))
-        self.wfile.write(body)
+        self._write(body)
+
+    def _write(self, body: bytes) -> None:
+        """A response's body, after its head; none for HEAD, whose answer is the head alone."""
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _head(self, status: int, content_type: str, length: int | None = None) -> None:
         self._status = status
@@ -392,6 +443,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("X-Accel-Buffering", "no")  # nginx: pass each line on at once
         else:
             self.send_header("Content-Length", str(length))
+        if status == 405:
+            self.send_header("Allow", ", ".join(self._allowed()))
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -413,7 +468,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self) -> None:
         body = self.server.page
         self._head(200, "text/html; charset=utf-8", len(body))
-        self.wfile.write(body)
+        self._write(body)
 
     def _health(self) -> None:
         batcher = self.server.batcher
@@ -435,40 +490,77 @@ class Handler(BaseHTTPRequestHandler):
         events = job.wait(self.server.batcher.alive)
         try:
             if request.stream:
-                self._stream(events)
+                self._stream(events, "application/x-ndjson; charset=utf-8", _ndjson)
             else:
-                self._collect(events)
+                self._collect(events, lambda done: {"samples": sorted(done, key=lambda s: s["sample"])})
         finally:
             job.cancel()
 
-    def _collect(self, bunches: Iterable[list[dict[str, Any]]]) -> None:
-        samples = []
+    def _completions(self) -> None:
+        """OpenAI's completions: each prompt a job of n samples in the batch, read in turn."""
+        server = self.server
+        completions = Completions(self._body(), server.model_id, server.config, server.model.vocabulary)
+        requests = [
+            replace(generate_request(body, server.model, server.config, OPENAI_NAMES), logprobs=completions.logprobs)
+            for body in completions.bodies
+        ]
+        jobs = []
+        try:
+            jobs += [server.batcher.submit(request) for request in requests]
+            events = completions.events(job.wait(server.batcher.alive) for job in jobs)
+            if completions.stream:
+                self._stream(events, "text/event-stream; charset=utf-8", completions.sse, completions.sse_end)
+            else:
+                self._collect(events, completions.response)
+        finally:
+            for job in jobs:
+                job.cancel()
+
+    def _models(self) -> None:
+        server = self.server
+        self._json(200, models(server.model_id, server.model.path, server.info["model"], server.config))
+
+    def _collect(self, bunches: Iterable[list[dict[str, Any]]], answer: Callable[[list[dict]], Any]) -> None:
+        """The answer made of every sample's done event, or the first error."""
+        done = []
         for event in (event for bunch in bunches for event in bunch):
             if event["type"] == "error":
-                self._json(event.pop("status"), {k: v for k, v in event.items() if k != "type"})
-                return
+                raise Refused(event["status"], event["error"], event.get("limit"))
             if event["type"] == "done":
-                samples.append({k: v for k, v in event.items() if k != "type"})
-        self._json(200, {"samples": sorted(samples, key=lambda s: s["sample"])})
+                done.append({k: v for k, v in event.items() if k != "type"})
+        self._json(200, answer(done))
 
-    def _stream(self, bunches: Iterable[list[dict[str, Any]]]) -> None:
-        """NDJSON over a chunked response: one line per event, written as it comes (the events
-        that queued up meanwhile in one chunk). An error before the first line is an ordinary
-        JSON error; after it, a last line of type error."""
+    def _stream(
+        self,
+        bunches: Iterable[list[dict[str, Any]]],
+        content_type: str,
+        render: Callable[[list[dict[str, Any]]], str],
+        end: Callable[[], str] = str,
+    ) -> None:
+        """A chunked response written as the events come (those that queued up meanwhile in
+        one chunk), each bunch as `render` writes it, then `end()`. An error before the first
+        chunk is an ordinary error answer; after it, `render` writes it in the stream."""
         started = False
         for bunch in bunches:
             if not started:
                 if bunch[0]["type"] == "error":
-                    self._json(bunch[0].pop("status"), {k: v for k, v in bunch[0].items() if k != "type"})
-                    return
-                self._head(200, "application/x-ndjson; charset=utf-8")
+                    raise Refused(bunch[0]["status"], bunch[0]["error"], bunch[0].get("limit"))
+                self._head(200, content_type)
                 started = True
-            for event in bunch:
-                event.pop("status", None)
-            lines = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in bunch).encode("utf-8")
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(lines), lines))
+            self._chunk(render(bunch))
         if started:
+            self._chunk(end())
             self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, text: str) -> None:
+        data = text.encode("utf-8")
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+
+def _ndjson(bunch: list[dict[str, Any]]) -> str:
+    """/generate's stream: one JSON line per event (an error as a last line of type error)."""
+    return "".join(json.dumps({k: v for k, v in e.items() if k != "status"}, ensure_ascii=False) + "\n" for e in bunch)
 
 
 def _no_constant(name: str) -> None:
@@ -493,6 +585,8 @@ class Server(ThreadingHTTPServer):
     ):
         self.model, self.config, self.log = model, config, log or (lambda line: None)
         self.info = describe(model, config, units or [], units_from)
+        self.model_id = model_id(model.path)
+        """The name /v1/* clients ask for (the run's)."""
         self.page = resources.files("charlstm").joinpath("serve_page.html").read_bytes()
         self.score_lock = threading.Lock()
         limits = Limits(config.max_rows, config.max_sessions, config.session_ttl)

@@ -74,6 +74,9 @@ class GenerateRequest:
     keep: bool = False
     session: str | None = None
     units: tuple[Unit, ...] = ()
+    logprobs: int | None = None
+    """None, or report each character's ln p and the ln p of this many likeliest characters
+    (the rows that ask pay for it, the others do not)."""
 
     @property
     def rows(self) -> int:
@@ -95,7 +98,9 @@ class Job:
     Events are JSON-ready dicts: `{"type": "text", "sample": k, "text": ..., "bits": [...]}` as
     characters become certain (streaming requests only; with units also `"values"`, one list
     per character), `{"type": "done", ...}` when sample k ends (`sample.Sample.to_json()`, plus
-    `"session"` when kept), `{"type": "error", ...}` when it cannot go on; then `END`.
+    `"session"` when kept), `{"type": "error", ...}` when it cannot go on; then `END`. With
+    `logprobs`, a streamed text event, or else the done event, also has `"logprobs"`: for each
+    character `{"logprob": ln p, "top": {character: ln p}}` (the likeliest, and the one drawn).
     """
 
     def __init__(self, request: GenerateRequest):
@@ -104,6 +109,7 @@ class Job:
         self.cancelled = False
         self.open = request.rows
         self.values: dict[int, list[list[float]]] = {}
+        self.logprobs: dict[int, list[dict[str, Any]]] = {}
         self.primed: PrimedState | None = None
         """A new sample's state after its prime, read by the request's thread."""
         self.row: Row | None = None
@@ -364,10 +370,13 @@ class Batcher:
 
     def _step(self) -> None:
         rows = list(self.streams.rows)
+        likeliest = self._likeliest(rows)
         finished = self.streams.step()
         if rows:
             self.steps += 1
             self._record(rows)
+        if likeliest:
+            self._record_logprobs(likeliest)
         for row in rows:
             job, k = row.key
             if job.request.stream and not job.cancelled:
@@ -392,6 +401,31 @@ class Batcher:
                 values.append(round(float(columns[(u.layer, u.index)][i, u.unit]), 4))
             job.values.setdefault(k, []).append(values)
 
+    def _likeliest(self, rows: list[Row]) -> list[tuple[Row, dict[str, float]]]:
+        """Before a step: for each row that asks for logprobs, its likeliest next characters
+        and their ln p under the model (temperature 1), from the logits it draws from. Only
+        those rows' logits are read, so a batch with none of them costs nothing more."""
+        asking = [i for i, row in enumerate(rows) if row.key[0].request.logprobs is not None]
+        if not asking:
+            return []
+        wanted = [rows[i].key[0].request.logprobs for i in asking]
+        logprobs = torch.log_softmax(self.streams.logits[asking].float(), dim=1)
+        top = logprobs.topk(min(max(wanted), logprobs.shape[1]), dim=1)
+        ids, values, chars = top.indices.tolist(), top.values.tolist(), self.vocabulary.chars
+        return [
+            (rows[i], {chars[c]: v for c, v in zip(ids[j][:n], values[j][:n], strict=True)})
+            for j, (i, n) in enumerate(zip(asking, wanted, strict=True))
+        ]
+
+    @staticmethod
+    def _record_logprobs(likeliest: list[tuple[Row, dict[str, float]]]) -> None:
+        """After a step: the character each asking row drew, its ln p (the same number as its
+        bits), and the likeliest alternatives with the drawn one among them."""
+        for row, top in likeliest:
+            job, k = row.key
+            drawn, logprob = row.chars[-1], -row.nats[-1]
+            job.logprobs.setdefault(k, []).append({"logprob": logprob, "top": top | {drawn: logprob}})
+
     def _send_text(self, job: Job, k: int, row: Row) -> None:
         start = row.emitted
         piece = row.new_text()
@@ -406,13 +440,18 @@ class Batcher:
         }
         if job.request.units:
             event["values"] = job.values.get(k, [])[start:end]
+        if job.request.logprobs is not None:
+            event["logprobs"] = job.logprobs.get(k, [])[start:end]
         job.events.put(event)
 
     def _finish(self, row: Row) -> None:
         job, k = row.key
         job.values.pop(k, None)
+        logprobs = job.logprobs.pop(k, [])
         event: dict[str, Any] = {"type": "done"} | row.sample(job.request.prime, k).to_json()
         del event["novel"], event["redraws"]
+        if job.request.logprobs is not None and not job.request.stream:
+            event["logprobs"] = logprobs[: event["characters"]]
         if job.request.keep and not job.cancelled:
             session = job.request.session or secrets.token_urlsafe(12)
             row.key = None

@@ -30,6 +30,8 @@ class ServeConfig:
     """Kept states at once."""
     session_ttl: float = field(default=600.0, metadata={"duration": True})
     """Seconds a kept state waits for its continuation."""
+    api_key: str | None = field(default=None, repr=False)
+    """The key /v1/* requests must carry (`Authorization: Bearer KEY`); None: no key asked."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -39,6 +41,8 @@ class ServeConfig:
                 raise CharlstmError(f"{option(name)} must be at least 1, got {getattr(self, name)}")
         if not self.session_ttl > 0:
             raise CharlstmError(f"{option('session_ttl')} must be above 0, got {self.session_ttl:g}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise CharlstmError(f"{option('api_key')} is empty; give a key, or leave it out for none")
 
 
 def option(name: str) -> str:

@@ -29,7 +29,7 @@ import pytest
 
 import charlstm
 from charlstm.config import SamplingConfig
-from charlstm.serve import Server, offered_units
+from charlstm.serve import Handler, Server, exposure, offered_units
 from charlstm.serve_config import ServeConfig
 from tests.helpers import ENGLISH_CHARACTERS
 
@@ -103,9 +103,11 @@ class Client:
 
 
 @contextmanager
-def running(run: Path, units: list | None = None, clock: Any = None, **limits: Any) -> Iterator[Client]:
+def running(
+    run: Path, units: list | None = None, clock: Any = None, log: Any = None, **limits: Any
+) -> Iterator[Client]:
     """A server for `run` on a free loopback port, answering from a thread until the block ends."""
-    server = Server(charlstm.load(run), ServeConfig(port=0, **limits), units, "a test passage", clock=clock)
+    server = Server(charlstm.load(run), ServeConfig(port=0, **limits), units, "a test passage", log, clock)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -478,13 +480,51 @@ def test_a_bad_score_request_is_one_line(client: Client, raw: bytes, message: st
     assert message in refused(client, 400, path="/score", raw=raw)["error"]
 
 
-def test_unknown_sessions_paths_and_methods(client: Client) -> None:
+def test_unknown_sessions_and_paths(client: Client) -> None:
     assert "no kept state" in refused(client, 404, {"session": "gone"})["error"]
     assert "no such path" in refused(client, 404, {}, path="/nowhere")["error"]
     assert refused(client, 405, method="GET")["error"] == "/generate takes POST, not GET"
-    status, answer = client.request("PUT", "/generate", {})
-    assert status == 501 and "PUT" in answer["error"]
-    client.healthy()
+
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "BREW"]
+
+
+def test_every_method_on_every_path_is_answered_and_logged(sensitive_run: Path) -> None:
+    """A method a path does not take: 405 with Allow, the same JSON as every error, one log line
+    (not the standard library's 501, unlogged); HEAD is GET without the body."""
+    logged: list[str] = []
+    with running(sensitive_run, log=logged.append) as c:
+        for path, (taken, _) in Handler.ROUTES.items():
+            allowed = "GET, HEAD" if taken == "GET" else taken
+            for method in [m for m in METHODS if m not in allowed.split(", ")]:
+                connection = c.connection()
+                connection.request(method, path, body=b"{}")
+                response = connection.getresponse()
+                body = response.read()
+                connection.close()
+                assert response.status == 405 and response.getheader("Allow") == allowed, (method, path)
+                if method not in ("GET", "HEAD"):  # a body it may carry is left unread: the connection ends
+                    assert response.getheader("Connection") == "close"
+                if method == "HEAD":  # the head alone
+                    assert body == b"" and response.getheader("Content-Type").startswith("application/json")
+                else:
+                    answer = json.loads(body)
+                    message = answer["error"]["message"] if path.startswith("/v1/") else answer["error"]
+                    assert message == f"{path} takes {taken}, not {method}"
+                line = f" {method} {path} 405 "
+                until(lambda line=line: any(line in logged_line for logged_line in logged), f"{line!r} logged")
+        connection = c.connection()
+        connection.request("POST", "/nowhere", body=b"{}")
+        response = connection.getresponse()
+        assert response.status == 404 and response.getheader("Connection") == "close"
+        connection.close()
+        connection = c.connection()
+        connection.request("HEAD", "/health")
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type").startswith("application/json")
+        assert response.read() == b"" and int(response.getheader("Content-Length")) > 0
+        connection.close()
+        c.healthy()
 
 
 def test_a_body_without_a_length_and_garbage_on_the_wire(client: Client) -> None:
@@ -533,6 +573,98 @@ def test_offered_units_are_the_unit_finders(trained_run: Path) -> None:
         assert u["quantity"] in quantities and 0 <= u["layer"] < 2 and 0 <= u["unit"] < 32
         assert -1 <= u["r"] <= 1
     assert {"input", "forget", "output"} <= {u["quantity"] for u in units}
+
+
+# --- /v1: OpenAI's protocol in the same batch (tests/test_serve_openai.py drives it with the client) ---
+
+
+def test_completions_join_the_batch_and_only_their_rows_pay_for_logprobs(
+    sensitive_run: Path, model: charlstm.Model
+) -> None:
+    with running(sensitive_run) as c:
+        batcher = c.server.batcher
+        name = c.get("/v1/models")[1]["data"][0]["id"]
+        answers: dict[str, Any] = {}
+        completion = {"model": name, "prompt": PRIME, "max_tokens": 40, "seed": 1, "logprobs": 2}
+        asks = {
+            "completion": lambda: c.post("/v1/completions", completion),
+            "generate": lambda: c.post("/generate", {"prime": PRIME, "length": 40, "seed": 2}),
+        }
+        with batcher.held():
+            threads = [threading.Thread(target=lambda k=k: answers.update({k: asks[k]()})) for k in asks]
+            for thread in threads:
+                thread.start()
+            until(lambda: batcher.inbox.qsize() == 2, "both requests to wait together")
+            steps_before = batcher.steps
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert batcher.steps - steps_before == 40  # two samples of 40 characters in 40 batched steps
+    (status, drawn), (plain_status, plain) = answers["completion"], answers["generate"]
+    assert status == plain_status == 200, (drawn, plain)
+    (choice,) = drawn["choices"]
+    assert choice["text"] == model.generate(prime=PRIME, length=40, seed=1, temperature=1.0)[0]
+    assert len(choice["logprobs"]["top_logprobs"]) == 40 and all(
+        2 <= len(t) <= 3 for t in choice["logprobs"]["top_logprobs"]
+    )
+    (sample,) = plain["samples"]
+    assert sample["text"] == model.generate(prime=PRIME, length=40, seed=2)[0] and "logprobs" not in sample
+
+
+def sse(client: Client, body: dict, headers: dict | None = None) -> list[Any]:
+    """A streamed /v1/completions as the data of its events: JSON objects, then "[DONE]"."""
+    connection = client.connection()
+    try:
+        connection.request("POST", "/v1/completions", body=json.dumps(body | {"stream": True}), headers=headers or {})
+        response = connection.getresponse()
+        assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+        events = response.read().decode().split("\n\n")
+    finally:
+        connection.close()
+    assert events[-1] == "" and all(e.startswith("data: ") for e in events[:-1])
+    return [e[6:] if e == "data: [DONE]" else json.loads(e[6:]) for e in events[:-1]]
+
+
+def test_an_error_after_a_stream_began_is_openais_error_event(sensitive_run: Path) -> None:
+    """Three prompts where the batch has room for two: the first two stream, the third is
+    refused, and the stream says so as OpenAI's servers do (the client raises it)."""
+    with running(sensitive_run, max_rows=2) as c:
+        name = c.get("/v1/models")[1]["data"][0]["id"]
+        answers: list[list[Any]] = []
+        body = {"model": name, "prompt": ["a", "b", "c"], "max_tokens": 30, "seed": 1}
+        with c.server.batcher.held():
+            thread = threading.Thread(target=lambda: answers.append(sse(c, body)))
+            thread.start()
+            until(lambda: c.server.batcher.inbox.qsize() == 3, "the three prompts to be queued")
+        thread.join(TIMEOUT)
+        c.healthy()
+    (events,) = answers
+    texts = [e for e in events[:-2] if "choices" in e]
+    assert {e["choices"][0]["index"] for e in texts} == {0, 1}
+    assert events[-2]["error"]["code"] == "rate_limit_exceeded" and "--max-rows 2" in events[-2]["error"]["message"]
+    assert events[-1] == "[DONE]"
+
+
+def test_the_api_key_guards_v1_only(sensitive_run: Path) -> None:
+    from charlstm.serve_openai import authorized
+
+    with running(sensitive_run, api_key="s3cret") as c:
+        status, answer = c.get("/v1/models")
+        assert status == 401 and answer["error"]["code"] == "invalid_api_key"
+        assert c.generate(prime=PRIME, length=5, seed=1)[0]["characters"] == 5  # /generate asks no key
+        name = c.request("GET", "/v1/models", headers={"Authorization": "Bearer s3cret"})[1]["data"][0]["id"]
+        events = sse(c, {"model": name, "max_tokens": 5}, headers={"Authorization": "Bearer s3cret"})
+        assert events[-1] == "[DONE]"
+    assert authorized("Bearer s3cret", "s3cret") and authorized("bearer s3cret", "s3cret")
+    for header in (None, "", "s3cret", "Basic s3cret", "Bearer s3cre", "Bearer s3cret2", "Bearer"):
+        assert not authorized(header, "s3cret"), header
+
+
+def test_listening_beyond_the_machine_is_said_in_one_line() -> None:
+    assert exposure(ServeConfig()) is None and exposure(ServeConfig(host="::1")) is None
+    bare, keyed = exposure(ServeConfig(host="0.0.0.0")), exposure(ServeConfig(host="0.0.0.0", api_key="k"))
+    assert "anyone" in bare and "--api-key" in bare
+    assert "/v1/* asks for the API key" in keyed and "/generate" in keyed
+    assert "\n" not in bare + keyed
 
 
 # --- the docs' example and the command ---------------------------------------------------

@@ -223,6 +223,14 @@ def serve(
     session_ttl: Annotated[
         str | None, _serve_option("session_ttl", "A kept state expires this long after it was kept: 90s, 10m, 1h.")
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHARLSTM_API_KEY",
+            help="Ask /v1/* requests for this key (Authorization: Bearer KEY); the variable keeps it out of ps.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request on stderr.")] = False,
 ) -> None:
     """Keep a model loaded and answer HTTP: streaming generation, scores, continuations, a playground page.
@@ -239,8 +247,9 @@ def serve(
     server = serving.start(checkpoint, config, None if quiet else partial(print, file=sys.stderr, flush=True))
     try:
         print(f"charlstm serve: {server.url} ({server.summary}); Ctrl-C stops", flush=True)
-        if config.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"charlstm: warning: {serving.EXPOSED}", file=sys.stderr, flush=True)
+        warning = serving.exposure(config)
+        if warning:
+            print(f"charlstm: warning: {warning}", file=sys.stderr, flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("charlstm serve: stopped", file=sys.stderr)
