@@ -27,10 +27,11 @@ from corpus_arg import add_corpus_argument, find_corpus
 
 from charlstm import synthetic
 from charlstm.config import TrainConfig
+from charlstm.data import Data
 from charlstm.device import keep_freed_memory
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Data, Trainer
+from charlstm.trainer import Trainer
 
 
 def matched_hidden(cell: str, target: int, vocab: int, layers: int) -> int:

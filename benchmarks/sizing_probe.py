@@ -35,8 +35,9 @@ from corpus_arg import add_corpus_argument, describe, find_corpus
 
 from charlstm import budget
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.device import keep_freed_memory
-from charlstm.trainer import Trainer, load_data
+from charlstm.trainer import Trainer
 
 
 def old_probe(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:

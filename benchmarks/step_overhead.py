@@ -22,8 +22,9 @@ from contestant import timed
 from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.device import seed_device
-from charlstm.trainer import Trainer, load_data
+from charlstm.trainer import Trainer
 
 
 def microseconds(work: Callable[[], object], repeat: int, rounds: int) -> float:

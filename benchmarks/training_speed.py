@@ -30,8 +30,9 @@ from contestant import Child, serve, timed
 from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import Data, load_data
 from charlstm.device import autocast, keep_freed_memory, resolve_device
-from charlstm.trainer import Data, Trainer, fused_adamw, load_data
+from charlstm.trainer import Trainer, fused_adamw
 
 
 def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):

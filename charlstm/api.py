@@ -114,7 +114,7 @@ class Model:
 
     def score(self, text: str) -> Score:
         """Loss on `text` in nats and bits per character, computed as `charlstm eval` does."""
-        from charlstm.trainer import evaluate_tokens
+        from charlstm.evaluation import evaluate_tokens
 
         if len(text) < 2:
             raise CharlstmError("a score needs at least 2 characters: the first one is only context")

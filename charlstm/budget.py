@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import Data
 from charlstm.errors import CharlstmError
-from charlstm.trainer import Data, Trainer, stream_loss
+from charlstm.evaluation import stream_loss
+from charlstm.trainer import Trainer
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))

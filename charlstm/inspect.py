@@ -345,8 +345,8 @@ def saturation_rows(inspection: Inspection) -> list[SaturationRow]:
 def default_passage(payload: dict, model: CharLSTM, vocabulary: Vocabulary, length: int, seed: int) -> tuple[str, str]:
     """A validation excerpt of `length` characters when the run's corpus is at hand (so the
     text is one the model did not train on), else a passage the model writes; and what it is."""
+    from charlstm.data import load_data
     from charlstm.sample import default_prime, generate
-    from charlstm.trainer import load_data
 
     train_config = payload.get("train_config")
     if train_config is not None:

@@ -16,11 +16,12 @@ from typing import Any
 
 from charlstm import budget, checkpoint, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
+from charlstm.data import Data, load_data
 from charlstm.device import resolve_device
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Data, Trainer, TrainListener, load_data
+from charlstm.trainer import Trainer, TrainListener
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).

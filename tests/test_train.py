@@ -8,10 +8,11 @@ import torch
 from charlstm import budget, checkpoint
 from charlstm.budget import BUDGET_STEPS, choose_shape, steps_in_budget
 from charlstm.config import ModelConfig, TrainConfig, parse_duration
+from charlstm.data import load_data
 from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
 from charlstm.runs import resume, start
-from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener, load_data
+from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener
 from tests.helpers import invoke, run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}

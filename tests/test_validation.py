@@ -9,9 +9,9 @@ import torch
 
 from charlstm import corpus
 from charlstm.config import TrainConfig
+from charlstm.evaluation import SpreadStreams, stream_loss, validation_batches
 from charlstm.progress import TrainingPrinter, run_line
 from charlstm.runs import start
-from charlstm.trainer import SpreadStreams, stream_loss, validation_batches
 
 MODEL = {"layers": 1, "hidden": 16, "embedding": 8}
 TINY_SHAKESPEARE_VAL = 111_539  # held-out characters of tiny-shakespeare at --val-frac 0.1
