@@ -3,8 +3,8 @@
 With a time budget and no shape chosen, `charlstm train` times a few real training steps
 of each candidate shape on the run's own data, and a few windows of its evaluation, and
 takes the largest that still gets BUDGET_STEPS updates in the budget (`choose_shape`,
-`steps_in_budget`). What it measured travels as a `Sizing`, which the run prints and keeps
-in config.json beside what the run then achieved.
+`steps_in_budget`). What it measured travels as a `sizing.Sizing`, which the run prints
+and keeps in config.json beside what the run then achieved.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,63 +21,12 @@ from charlstm.config import ModelConfig, TrainConfig
 from charlstm.data import Data
 from charlstm.errors import CharlstmError
 from charlstm.evaluation import stream_loss
+from charlstm.sizing import PrecisionChoice, Sizing, shape_key
 from charlstm.trainer import Trainer
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
 BUDGET_STEPS = 2_000
-
-
-def shape_key(hidden: int, batch: int) -> str:
-    """How a probed shape is named in Sizing's maps and config.json: '128x16', hidden x batch."""
-    return f"{hidden}x{batch}"
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """The shape chosen for a budget and the measurements behind the choice.
-
-    `steps_per_second` maps each probed shape ('128x16': hidden x batch) to its measured
-    training steps per second, `evaluation_seconds` to how long one periodic evaluation
-    will take, and `steps` to the updates that leaves room for in the budget; `seconds` is
-    how long the probing took. Values are rounded as config.json keeps them.
-    """
-
-    hidden: int
-    batch_size: int
-    steps_per_second: dict[str, float]
-    seconds: float
-    evaluation_seconds: dict[str, float] = field(default_factory=dict)
-    steps: dict[str, int] = field(default_factory=dict)
-    precision: PrecisionChoice | None = None
-
-    @property
-    def shape(self) -> str:
-        return shape_key(self.hidden, self.batch_size)
-
-    def predicted(self) -> float:
-        """The steps/s the probe measured for the chosen shape: what the run should achieve."""
-        return self.steps_per_second[self.shape]
-
-    def to_dict(self) -> dict[str, Any]:
-        """config.json's `sized_for_budget` (the precision choice has its own key)."""
-        written = {k: v for k, v in asdict(self).items() if k != "precision"}
-        return written | {"predicted_steps_per_second": self.predicted(), "predicted_steps": self.steps.get(self.shape)}
-
-
-@dataclass(frozen=True)
-class PrecisionChoice:
-    """What `--precision auto` chose and why: bf16 only where the hardware computes it
-    natively AND real training steps measured faster in it than in fp32 (`steps_per_second`
-    holds both, for the shape timed). `reason` is the words the sizing line prints."""
-
-    chosen: str
-    reason: str
-    steps_per_second: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """config.json's `precision_choice`."""
-        return asdict(self)
 
 
 def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,9 +40,7 @@ from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.evaluation import stream_loss, validation_batches
 from charlstm.model import CharLSTM
 from charlstm.sample import default_prime, generate
-
-if TYPE_CHECKING:
-    from charlstm.budget import PrecisionChoice, Sizing
+from charlstm.sizing import PrecisionChoice, Sizing
 
 
 def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from charlstm import budget
-from charlstm.budget import PrecisionChoice, choose_precision, confirm_auto_precision, measure_steps_per_second
+from charlstm.budget import choose_precision, confirm_auto_precision, measure_steps_per_second
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.data import load_data
 from charlstm.progress import precision_line, sizing_line
 from charlstm.runs import start
+from charlstm.sizing import PrecisionChoice
 
 MODEL = {"layers": 1, "embedding": 8}
 
