@@ -30,6 +30,7 @@ from charlstm.config import TrainConfig
 from charlstm.data import Data
 from charlstm.device import keep_freed_memory
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, parameter_count
+from charlstm.runs import place
 from charlstm.tokenizer import Vocabulary
 from charlstm.trainer import Trainer
 
@@ -101,7 +102,7 @@ def main() -> None:
             )
             with tempfile.TemporaryDirectory() as run_dir:
                 model_config = ModelConfig(len(vocabulary), cell=cell, layers=2, hidden=hidden)
-                trainer = Trainer(model_config, config, data, Path(run_dir))
+                trainer = Trainer(model_config, config, data, Path(run_dir), place(config))
                 result = trainer.run()
             val_loss = result["best_val_loss"]
             row = {

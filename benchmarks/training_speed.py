@@ -32,6 +32,7 @@ from torch import nn
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.data import Data, load_data
 from charlstm.device import autocast, keep_freed_memory, resolve_device
+from charlstm.runs import place
 from charlstm.trainer import Trainer, fused_adamw
 
 
@@ -109,7 +110,7 @@ def main() -> None:
         for precision in args.precision:
             config, data = load(args, precision)
             model_config = ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden)
-            trainer = Trainer(model_config, config, data, run_dir=None)
+            trainer = Trainer(model_config, config, data, None, place(config))
             bare = bare_loop(args, hidden, precision, data)
             for warm in (trainer.train_step, bare):
                 timed(warm, 2, device)

@@ -22,7 +22,7 @@ from charlstm.data import Data
 from charlstm.errors import CharlstmError
 from charlstm.evaluation import stream_loss
 from charlstm.sizing import PrecisionChoice, Sizing, shape_key
-from charlstm.trainer import Trainer
+from charlstm.trainer import Placement, Trainer
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
@@ -130,14 +130,15 @@ def size_for_budget(
     model_config: ModelConfig,
     config: TrainConfig,
     data: Data,
+    placement: Placement,
     measure: Callable[[Trainer], float] = measure_steps_per_second,
     native: Callable[[Trainer], bool] | None = None,
     measure_evaluation: Callable[[Trainer], float] = measure_evaluation_seconds,
 ) -> tuple[ModelConfig, TrainConfig, Sizing]:
     """`model_config` and `config` with the hidden size and batch chosen for `config.max_time`
-    on this machine, by probing real training steps and evaluation windows on `data`
-    (`measure` and `measure_evaluation` time one shape's trainer; tests hand in fixed
-    figures). With `--precision auto` each shape is timed in both
+    on this machine, by probing real training steps and evaluation windows on `data` where
+    `placement` says (`measure` and `measure_evaluation` time one shape's trainer; tests
+    hand in fixed figures). With `--precision auto` each shape is timed in both
     precisions where bf16 is native (`choose_precision`) and counts at its faster one: bf16's
     gain grows with the model (on one AVX-512 BF16 CPU 0.96x fp32 at 2x128, 1.63x at 2x256),
     so the first shape's verdict would not hold for the one chosen. The returned config names
@@ -151,7 +152,8 @@ def size_for_budget(
     def steps_for(hidden: int, batch: int) -> float:
         key = shape_key(hidden, batch)
         try:
-            probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
+            shape = replace(model_config, hidden=hidden), replace(config, batch_size=batch)
+            probe = Trainer(*shape, data, Path(), placement)
         except CharlstmError:  # the corpus is too short for this many streams
             return 0.0
         if auto:
@@ -219,6 +221,7 @@ def confirm_auto_precision(
     model_config: ModelConfig,
     config: TrainConfig,
     data: Data,
+    placement: Placement,
     measure: Callable[[Trainer], float] | None = None,
     native: Callable[[Trainer], bool] | None = None,
 ) -> tuple[TrainConfig, PrecisionChoice | None]:
@@ -227,16 +230,16 @@ def confirm_auto_precision(
     Other precisions are the user's choice and are kept, with no choice recorded."""
     if config.precision != "auto":
         return config, None
-    from charlstm.device import native_bf16, resolve_device
+    from charlstm.device import native_bf16
 
-    device = resolve_device(config.device)
+    device = placement.device
     if native is None and not native_bf16(device):
         return replace(config, precision="fp32"), PrecisionChoice("fp32", f"no native bf16 on this {device.type}", {})
     key = (str(device), model_config, config.batch_size, config.seq_len)
     if measure is None and native is None and key in _CONFIRMED:
         return replace(config, precision=_CONFIRMED[key].chosen), _CONFIRMED[key]
     try:
-        probe = Trainer(model_config, replace(config, precision="fp32"), data, Path())
+        probe = Trainer(model_config, config, data, Path(), replace(placement, precision="fp32"))
     except CharlstmError:
         return config, None  # the Trainer that follows says what is wrong with the data
     quick = measure or partial(measure_steps_per_second, warmup=(2, 0.1), window=(5, 0.3))

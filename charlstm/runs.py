@@ -5,11 +5,15 @@ metrics.jsonl (the Trainer), and config.json, written here when the run starts, 
 says in readable form what the run is (model, training settings, corpus and its hash,
 parameters, processes, and what budget sizing measured). Policy about what a user's
 options mean lives here too: which options ask for sizing, which may change on resume.
+
+A run's setup is resolved here once, in the order it depends on: the device and this
+process's rank (`place`), the data, then the shape and precision (`budget`), each handed
+down to the `Trainer` and to sizing's probes, which resolve nothing again.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,11 @@ from typing import Any
 from charlstm import budget, checkpoint, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
 from charlstm.data import Data, load_data
-from charlstm.device import resolve_device
+from charlstm.device import resolve_device, resolve_precision
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Trainer, TrainListener
+from charlstm.trainer import Placement, Trainer, TrainListener
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).
@@ -100,7 +104,8 @@ def start(
     measuring this machine (`budget.size_for_budget`), when the run has a time budget and
     no step budget and runs in one process.
     """
-    ranks = distributed.ranks(resolve_device(config.device))
+    placement = place(config)
+    ranks = placement.ranks
     vocabulary, source_model = None, None
     if init_from is not None:
         source_model, vocabulary, _ = checkpoint.load_model(init_from)
@@ -116,14 +121,14 @@ def start(
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
     sizing, precision_choice = None, None
     if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
-        model_config, config, sizing = budget.size_for_budget(model_config, config, data)
+        model_config, config, sizing = budget.size_for_budget(model_config, config, data, placement)
         precision_choice = sizing.precision
     elif ranks.world == 1:  # ranks of a distributed run could time differently and disagree
-        config, precision_choice = budget.confirm_auto_precision(model_config, config, data)
+        config, precision_choice = budget.confirm_auto_precision(model_config, config, data, placement)
+    if precision_choice is not None:
+        placement = replace(placement, precision=precision_choice.chosen)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
-    trainer = Trainer(model_config, config, data, run_dir, ranks)
-    trainer.sizing = sizing
-    trainer.precision_choice = precision_choice
+    trainer = Trainer(model_config, config, data, run_dir, placement, sizing, precision_choice)
     if source_model is not None:
         trainer.model.load_state_dict(source_model.state_dict())
     if ranks.main:
@@ -178,13 +183,24 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
             "cannot change; start a new run with --init-from instead"
         )
     config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}))
-    ranks = distributed.ranks(resolve_device(config.device))
-    data = _load_data_in_turn(ranks, config, Vocabulary(payload["vocabulary"]), progress)
-    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, ranks)
+    placement = place(config)
+    data = _load_data_in_turn(placement.ranks, config, Vocabulary(payload["vocabulary"]), progress)
+    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, placement)
     trainer.load_state_dict(payload)
-    if ranks.main:
+    if placement.ranks.main:
         checkpoint.remove_stale_temporaries(file.parent)
     return trainer
+
+
+def place(config: TrainConfig) -> Placement:
+    """Where this process computes, resolved once for the run: the device `config` names
+    (under torchrun, this rank's GPU of it; joining the process group), and the precision
+    (`auto`: bf16 where the device computes it natively, until a one-process run times
+    both, `budget`)."""
+    device = resolve_device(config.device)
+    ranks = distributed.ranks(device)
+    device = ranks.place(device)
+    return Placement(device, resolve_precision(config.precision, device), ranks)
 
 
 def _load_data_in_turn(

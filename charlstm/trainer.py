@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from charlstm.device import (
     autocast,
     batch_to_device,
     prepare_model,
-    resolve_device,
-    resolve_precision,
     seed_device,
     seeds_per_step,
 )
@@ -76,8 +74,23 @@ class TrainingInterrupted(Exception):
         self.path = path
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a run computes, resolved once by `runs` when the run starts and handed
+    to its trainer (and to budget sizing's probes): this process's device (under torchrun,
+    its rank's own GPU), the precision (fp32 or bf16, never auto) and its rank."""
+
+    device: torch.device
+    precision: str
+    ranks: distributed.Ranks = field(default_factory=distributed.Ranks)
+
+
 class Trainer:
-    """One training run: model, optimizer, data, and the position in all three."""
+    """One training run: model, optimizer, data, and the position in all three.
+
+    `sizing` and `precision_choice` say how budget sizing and `--precision auto` chose the
+    run's shape and precision, when they did: the run reports them and checks its speed
+    against the prediction."""
 
     def __init__(
         self,
@@ -85,12 +98,13 @@ class Trainer:
         config: TrainConfig,
         data: Data,
         run_dir: Path,
-        ranks: distributed.Ranks | None = None,
+        placement: Placement,
+        sizing: Sizing | None = None,
+        precision_choice: PrecisionChoice | None = None,
     ):
         self.config, self.data, self.run_dir = config, data, run_dir
-        self.ranks = ranks or distributed.Ranks()
-        self.device = self.ranks.place(resolve_device(config.device))
-        self.precision = resolve_precision(config.precision, self.device)
+        self.device, self.precision, self.ranks = placement.device, placement.precision, placement.ranks
+        self.sizing, self.precision_choice = sizing, precision_choice
         self.ranks.check_batch(config.batch_size)
         self.rows = self.ranks.rows(config.batch_size)
         torch.manual_seed(config.seed)
@@ -123,8 +137,6 @@ class Trainer:
         self.stop_requested = False
         self.full_val_loss: float | None = None
         self.seeded = False
-        self.sizing: Sizing | None = None  # set by runs.start when budget sizing chose the shape
-        self.precision_choice: PrecisionChoice | None = None  # set by runs.start when --precision auto was timed
         self.clock = time.perf_counter  # what the loop times steps with (tests hand in their own)
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 

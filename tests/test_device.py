@@ -138,8 +138,10 @@ def test_ddp_is_given_the_gpu_the_model_is_on(monkeypatch, small_corpus, tmp_pat
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
     data = load_data(TrainConfig(corpus=str(small_corpus)))
     config = TrainConfig(corpus=str(small_corpus), device="cuda", precision="fp32", batch_size=4)
+    ranks = Ranks(1, 2, 1)
+    placement = train.Placement(ranks.place(torch.device("cuda")), "fp32", ranks)
     with pytest.raises(_Stop):
-        train.Trainer(ModelConfig(len(data.vocabulary), hidden=8, embedding=4), config, data, tmp_path, Ranks(1, 2, 1))
+        train.Trainer(ModelConfig(len(data.vocabulary), hidden=8, embedding=4), config, data, tmp_path, placement)
     assert seen == {"model": torch.device("cuda:1"), "ddp": [1]}
 
 
@@ -194,19 +196,20 @@ def test_on_cuda_dropout_is_seeded_once_a_run_not_every_step(monkeypatch, small_
     import charlstm.trainer as train
     from charlstm.config import ModelConfig, TrainConfig
     from charlstm.data import load_data
+    from charlstm.runs import place
 
     seeds = []
     monkeypatch.setattr(train, "seed_device", lambda device, seed: seeds.append(seed))
     config = TrainConfig(corpus=str(small_corpus), device="cpu", batch_size=4, seq_len=8, max_time=0, max_steps=3)
     data = load_data(config)
     model = ModelConfig(len(data.vocabulary), hidden=8, embedding=4, dropout=0.1)
-    trainer = train.Trainer(model, config, data, tmp_path)
+    trainer = train.Trainer(model, config, data, tmp_path, place(config))
     for _ in range(3):
         trainer.train_step()
     assert len(seeds) == 3
     monkeypatch.setattr(train, "seeds_per_step", lambda device: False)
     seeds.clear()
-    trainer = train.Trainer(model, config, data, tmp_path)
+    trainer = train.Trainer(model, config, data, tmp_path, place(config))
     for _ in range(3):
         trainer.train_step()
     assert seeds == [config.seed * 1_000_003]

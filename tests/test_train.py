@@ -11,7 +11,7 @@ from charlstm.config import ModelConfig, TrainConfig, parse_duration
 from charlstm.data import load_data
 from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
-from charlstm.runs import resume, start
+from charlstm.runs import place, resume, start
 from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener
 from tests.helpers import invoke, run_cli
 
@@ -236,7 +236,7 @@ def test_the_trainer_uses_a_fused_adamw_where_pytorch_has_one(small_corpus):
     """The per-parameter AdamW loop cost 1.2-2.2 ms a step on the CPU, the fused one 0.3-0.5."""
     config = TrainConfig(corpus=str(small_corpus), max_steps=1, max_time=0, device="cpu", batch_size=4, seq_len=16)
     data = load_data(config)
-    trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=16), config, data, run_dir=None)
+    trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=16), config, data, None, place(config))
     assert trainer.optimizer.defaults["fused"] is (True if torch.__version__ >= "2.4" else None)
 
 
