@@ -13,6 +13,8 @@ down to the `Trainer` and to sizing's probes, which resolve nothing again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -128,17 +130,39 @@ def start(
     if precision_choice is not None:
         placement = replace(placement, precision=precision_choice.chosen)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
-    trainer = Trainer(model_config, config, data, run_dir, placement, sizing, precision_choice)
-    if source_model is not None:
-        trainer.model.load_state_dict(source_model.state_dict())
-    if ranks.main:
-        write_run_config(trainer, init_from)
+    with _removed_unless_started(run_dir, ranks):
+        trainer = Trainer(model_config, config, data, run_dir, placement, sizing, precision_choice)
+        if source_model is not None:
+            trainer.model.load_state_dict(source_model.state_dict())
+        if ranks.main:
+            write_run_config(trainer, init_from)
     return trainer
 
 
+@contextmanager
+def _removed_unless_started(run_dir: Path, ranks: distributed.Ranks) -> Iterator[None]:
+    """A run refused after its folder was made (its text too short for its streams or for
+    one validation window, config.json not written) has trained nothing: the folder made
+    for it, still empty, is removed, so none is left that `charlstm runs` would not list.
+    Only an empty folder is removed: never anything a user put there."""
+    try:
+        yield
+    except BaseException as e:
+        if not ranks.main:
+            raise
+        try:
+            run_dir.rmdir()
+            left = f"the empty run folder {run_dir} was removed"
+        except OSError:
+            left = f"the empty folder {run_dir} can go"
+        if isinstance(e, WriteFailed):
+            raise e.keeping(f"nothing was trained yet and {left}; free space and train again") from e
+        raise
+
+
 def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
-    """config.json: what the run is, readable without charlstm. If it cannot be written the
-    run has not begun, so the folder made for it, still empty, is removed (`WriteFailed`)."""
+    """config.json: what the run is, readable without charlstm (`WriteFailed` if it cannot
+    be written)."""
     config = {
         "model": trainer.model.config.to_dict(),
         "train": asdict(trainer.config),
@@ -151,15 +175,7 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
         "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
         "validation": trainer.validation_scored(),
     }
-    try:
-        checkpoint.write_json(trainer.run_dir / "config.json", config)
-    except WriteFailed as e:
-        try:
-            trainer.run_dir.rmdir()  # only if empty: never anything a user put there
-            left = f"the empty run folder {trainer.run_dir} was removed"
-        except OSError:
-            left = f"the empty folder {trainer.run_dir} can go"
-        raise e.keeping(f"nothing was trained yet and {left}; free space and train again") from e
+    checkpoint.write_json(trainer.run_dir / "config.json", config)
 
 
 def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:

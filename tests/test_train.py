@@ -13,7 +13,7 @@ from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
 from charlstm.runs import place, resume, start
 from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener
-from tests.helpers import invoke, run_cli
+from tests.helpers import invoke, run_cli, train_args
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
 
@@ -273,3 +273,23 @@ def test_the_speed_shown_after_an_evaluation_leaves_the_evaluation_out(tmp_path,
     assert list(speeds.seen) == [10, 20, 30, 40, 50, 60]
     assert speeds.seen == pytest.approx(dict.fromkeys(speeds.seen, chars_per_step / 0.01)), "as at 30 and 50"
     assert trainer.elapsed == pytest.approx(60 * 0.01), "nor does the run's elapsed training time count them"
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "refusal"),
+    [
+        ("a tiny text\n", [], "the training split (11 characters) is shorter than 8 streams"),
+        ("abcdefghij klmnop\n" * 60, ["--val-frac", "0.01"], "the validation split (10 characters)"),
+    ],
+)
+def test_a_run_that_cannot_start_leaves_no_run_folder(tmp_path, capsys, text, options, refusal):
+    """A run refused before its first step (its text too short for its streams or for one
+    validation window) left an empty checkpoints/<corpus>-<time>/ behind, which `charlstm runs`
+    neither lists nor mentions."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(text)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    code, _, err = invoke(capsys, *train_args(corpus, runs, *options, steps=5))
+    assert code == 1 and refusal in err, err
+    assert list(runs.iterdir()) == []
