@@ -48,7 +48,7 @@ class Model:
         from charlstm import checkpoint
 
         self.path = checkpoint.resolve(path)
-        self.model, self.vocabulary, self.payload = checkpoint.load_model(self.path)
+        self.model, self.vocabulary, self.checkpoint = checkpoint.load_model(self.path)
         self._novelty: dict[int, Novelty] = {}
 
     def __repr__(self) -> str:
@@ -135,7 +135,7 @@ class Model:
         if length not in self._novelty:
             from charlstm.novelty import for_run
 
-            self._novelty[length] = for_run(self.payload, self.vocabulary, length, progress)
+            self._novelty[length] = for_run(self.checkpoint.train_config, self.vocabulary, length, progress)
         return self._novelty[length]
 
     def _warn(self, config: SamplingConfig) -> None:

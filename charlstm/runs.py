@@ -188,21 +188,20 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
     file = source / checkpoint.LAST if source.is_dir() else checkpoint.resolve(source)
     if not file.exists():
         raise CharlstmError(f"run folder {source} has no {checkpoint.LAST} to resume from")
-    payload = checkpoint.load(file)
-    if "resume" not in payload:
+    saved = checkpoint.load(file)
+    if saved.resume is None or saved.train_config is None:
         raise CharlstmError(f"{file} holds weights only; use --init-from to start a new run from it")
-    saved = TrainConfig(**payload["train_config"])
-    conflicts = [k for k, v in overrides.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)]
+    conflicts = [k for k, v in overrides.items() if k not in RESUMABLE_CHANGES and v != getattr(saved.train_config, k)]
     if conflicts:
         raise CharlstmError(
             f"--resume continues a run exactly, so {', '.join(map(flag, conflicts))} "
             "cannot change; start a new run with --init-from instead"
         )
-    config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}))
+    config = replace(saved.train_config, **{k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES})
     placement = place(config)
-    data = _load_data_in_turn(placement.ranks, config, Vocabulary(payload["vocabulary"]), progress)
-    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, placement)
-    trainer.load_state_dict(payload)
+    data = _load_data_in_turn(placement.ranks, config, saved.vocabulary, progress)
+    trainer = Trainer(saved.model_config, config, data, file.parent, placement)
+    trainer.restore(saved)
     if placement.ranks.main:
         checkpoint.remove_stale_temporaries(file.parent)
     return trainer

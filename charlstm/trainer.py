@@ -1,7 +1,7 @@
 """The trainer: batches -> fused forward/backward -> AdamW, with evaluation and checkpoints.
 
 The loop reads top to bottom in `Trainer.run`. Everything a resume needs lives in
-`Trainer.state_dict`, and a batch is addressed by step number alone, so a run that is
+`Trainer.to_checkpoint`, and a batch is addressed by step number alone, so a run that is
 stopped and resumed reaches the same weights, bit for bit on the CPU, as one that never
 stopped. Nothing here prints: progress goes to the `TrainListener` the caller hands in.
 
@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,44 +220,38 @@ class Trainer:
         """Training steps per second of training time since this process started or resumed."""
         return round(self.session_steps / self.session_time, 2) if self.session_time > 0 else None
 
-    def state_dict(self) -> dict[str, Any]:
+    def to_checkpoint(self) -> checkpoint.Checkpoint:
         """Everything a resume needs; in a distributed run the carried state of every rank's
         streams is gathered, so the checkpoint is the same as a one-process run's."""
-        carried = self.carried_state()
-        return {
-            "format": checkpoint.FORMAT_VERSION,
-            "model_config": self.model.config.to_dict(),
-            "vocabulary": self.data.vocabulary.chars,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "train_config": asdict(self.config),
-            "resume": {
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "elapsed": self.elapsed,
-                "evaluating": self.evaluating,
-                "best_val_loss": self.best_val_loss,
-                "carried_state": carried,
-                "corpus_sha256": self.data.sha256,
-            },
-        }
+        resume = checkpoint.Resume(
+            optimizer=self.optimizer.state_dict(),
+            step=self.step,
+            elapsed=self.elapsed,
+            best_val_loss=self.best_val_loss,
+            carried_state=self.carried_state(),
+            corpus_sha256=self.data.sha256,
+            evaluating=self.evaluating,
+        )
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return checkpoint.Checkpoint(self.model.config, self.data.vocabulary, weights, self.config, resume)
 
     def carried_state(self) -> list[torch.Tensor]:
         """Every stream's carried state, on the CPU; all ranks must call it together."""
         return [self.ranks.gather_rows(s).cpu() for s in self.state]
 
-    def load_state_dict(self, payload: dict[str, Any]) -> None:
-        resume = payload["resume"]
-        if resume["corpus_sha256"] != self.data.sha256:
+    def restore(self, saved: checkpoint.Checkpoint) -> None:
+        """Continue from `saved`, a checkpoint of this run, exactly where it stopped."""
+        resume = saved.resume
+        if resume.corpus_sha256 != self.data.sha256:
             raise CharlstmError(
                 "the corpus has changed since this run started; resume needs the same text "
                 "(use --init-from to fine-tune on new text)"
             )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(resume["optimizer"])
-        self.step, self.elapsed = resume["step"], resume["elapsed"]
-        self.evaluating = resume.get("evaluating", 0.0)  # checkpoints from before it counted only training
-        self.best_val_loss = resume["best_val_loss"]
-        self.state = tuple(s[:, self.rows].to(self.device) for s in resume["carried_state"])
+        self.model.load_state_dict(saved.weights)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.step, self.elapsed, self.evaluating = resume.step, resume.elapsed, resume.evaluating
+        self.best_val_loss = resume.best_val_loss
+        self.state = tuple(s[:, self.rows].to(self.device) for s in resume.carried_state)
 
     def save(self, name: str, stopping: bool = False) -> Path:
         """Save atomically; Ctrl-C waits until the write is done. When `stopping`
@@ -270,7 +264,7 @@ class Trainer:
         if self.ranks.main:
             with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
                 try:
-                    checkpoint.save_atomic(self.state_dict(), path)
+                    checkpoint.save_atomic(self.to_checkpoint().to_payload(), path)
                 except WriteFailed as e:
                     failure = e
         else:

@@ -43,7 +43,7 @@ class InterruptAt(TrainListener):
 
 
 def weights(path):
-    return checkpoint.load(path)["model"]
+    return checkpoint.load(path).weights
 
 
 @pytest.mark.parametrize("batching", ["stream", "random"])
@@ -53,7 +53,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tm
     interrupted = start(MODEL, config(small_corpus, batching=batching), tmp_path / "b")
     with pytest.raises(TrainingInterrupted) as stop:
         interrupted.run(InterruptAt(20))
-    assert checkpoint.load(stop.value.path)["resume"]["step"] == 20
+    assert checkpoint.load(stop.value.path).resume.step == 20
     resumed = resume(str(interrupted.run_dir), {})
     assert resumed.step == 20
     with pytest.raises(TrainingInterrupted):
@@ -88,8 +88,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
     with pytest.raises(CharlstmError, match="loss became nan by step 20"):
         trainer.run(Poison())
     saved = checkpoint.load(trainer.run_dir / "last.pt")
-    assert saved["resume"]["step"] == 10
-    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert saved.resume.step == 10
+    assert all(torch.isfinite(v).all() for v in saved.weights.values())
 
 
 def test_resume_refuses_options_that_would_change_the_run(tmp_path, small_corpus):
