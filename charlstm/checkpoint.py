@@ -26,7 +26,6 @@ whole, and a full or failing disk is one line (`errors.WriteFailed`) that says w
 from __future__ import annotations
 
 import errno
-import json
 import pickle
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,7 +35,6 @@ import torch
 
 from charlstm import disk
 from charlstm.config import TrainConfig
-from charlstm.disk import atomic_write  # the one writer for every file charlstm keeps
 from charlstm.errors import REASONS, CharlstmError, WriteFailed, size_text
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
@@ -153,7 +151,7 @@ def save_atomic(payload: dict[str, Any], path: Path, kept: str | None = None) ->
                 raise _writer_failed(path, e, needed, sink) from e
             raise
 
-    atomic_write(path, write, needed, kept)
+    disk.atomic_write(path, write, needed, kept)
 
 
 WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "unexpected pos", "file write failed")
@@ -221,17 +219,6 @@ def saved_step(path: Path) -> int | None:
         return None
 
 
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete half-written files (checkpoints, status.json, config.json: every `disk.atomic_write`
-    temporary) left by a writer that was killed mid-save.
-
-    Only one trainer writes a run folder, so when a run resumes, every temporary file in
-    it belongs to a dead process; left alone, each kill would leave one behind.
-    """
-    for stale in run_dir.glob(".*.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint onto the CPU, refusing anything that is not one of ours."""
     path = resolve(path)
@@ -295,8 +282,3 @@ def newest_run(root: Path = DEFAULT_ROOT) -> Path:
     if not runs:
         raise CharlstmError(f"no trained runs under {root}/; train one first: charlstm train")
     return max(runs, key=lambda d: max(f.stat().st_mtime for f in d.glob("*.pt")))
-
-
-def write_json(path: Path, value: dict[str, Any], kept: str | None = None) -> None:
-    """A readable JSON file (config.json), written whole or not at all (`WriteFailed` says `kept`)."""
-    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode(), kept=kept)

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charlstm import budget, checkpoint, distributed, token_cache
+from charlstm import budget, checkpoint, disk, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
 from charlstm.data import Data, load_data
 from charlstm.device import resolve_device, resolve_precision
@@ -175,7 +175,7 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
         "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
         "validation": trainer.validation_scored(),
     }
-    checkpoint.write_json(trainer.run_dir / "config.json", config)
+    disk.write_json(trainer.run_dir / "config.json", config)
 
 
 def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
@@ -203,7 +203,7 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
     trainer = Trainer(saved.model_config, config, data, file.parent, placement)
     trainer.restore(saved)
     if placement.ranks.main:
-        checkpoint.remove_stale_temporaries(file.parent)
+        disk.remove_stale_temporaries(file.parent)
     return trainer
 
 

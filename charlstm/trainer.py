@@ -377,7 +377,7 @@ class Trainer:
             return  # config.json is the run's record, not something training needs
         written["sized_for_budget"] |= {"achieved_steps_per_second": rate, "achieved_steps": self.step}
         with suppress(WriteFailed):  # a full disk: the run is done, its checkpoints whole; this figure can go
-            checkpoint.write_json(path, written)
+            disk.write_json(path, written)
 
     def record_status(self, state: str, error: str | None = None) -> None:
         """status.json, which `charlstm runs` reads: running (rewritten after each evaluation,

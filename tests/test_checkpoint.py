@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from charlstm import checkpoint
+from charlstm import checkpoint, disk
 from charlstm.config import TrainConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig
@@ -162,7 +162,7 @@ def test_resume_cleans_up_what_a_killed_writer_left(tmp_path):
     (tmp_path / ".last.pt.k2j3h4.tmp").write_bytes(b"half")
     (tmp_path / ".status.json.93xn2ulc.tmp").write_bytes(b"{")  # a kill inside status.json's write
     (tmp_path / "notes.tmp").write_text("the user's own file")
-    checkpoint.remove_stale_temporaries(tmp_path)
+    disk.remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
 
 
@@ -201,7 +201,7 @@ def test_killing_a_writer_mid_save_always_leaves_a_loadable_checkpoint(tmp_path)
             payload = checkpoint.read_payload(path)
             assert torch.equal(payload["weights"], expected + payload["generation"])
             generations.append(payload["generation"])
-        checkpoint.remove_stale_temporaries(tmp_path)
+        disk.remove_stale_temporaries(tmp_path)
     assert len(generations) >= 10 and max(generations) > 1
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -214,7 +214,7 @@ def test_every_file_charlstm_keeps_is_synced_before_it_replaces_the_old_one(tmp_
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
     config = tmp_path / "config.json"
     config.write_text("old")
-    checkpoint.write_json(config, {"new": 1})
+    disk.write_json(config, {"new": 1})
     assert config.read_text() == '{\n  "new": 1\n}\n'
     assert any(name.startswith(str(tmp_path / ".config.json.")) for name in synced), synced
     assert str(tmp_path) in synced, "the folder is synced so the rename lasts"
@@ -229,11 +229,11 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(path, half_then_fail)
+        disk.atomic_write(path, half_then_fail)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
     with pytest.raises(CharlstmError, match="could not write .*config.json: No such file or directory"):
-        checkpoint.write_json(tmp_path / "missing" / "config.json", {})
+        disk.write_json(tmp_path / "missing" / "config.json", {})
 
 
 def a_run_payload(model: CharLSTM, **resume_changes) -> dict:

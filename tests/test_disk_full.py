@@ -45,10 +45,10 @@ def no_temporaries(folder: Path) -> None:
 @pytest.mark.parametrize("code", ERRNOS)
 def test_a_failed_atomic_write_says_why_and_keeps_the_old_file(tmp_path, monkeypatch, code):
     path = tmp_path / "config.json"
-    checkpoint.write_json(path, {"old": True})
+    disk.write_json(path, {"old": True})
     FailingDisk(monkeypatch, "config.json", code, partial=5)
     with pytest.raises(WriteFailed) as failure:
-        checkpoint.write_json(path, {"new": True})
+        disk.write_json(path, {"new": True})
     line = str(failure.value)
     assert line.startswith(f"could not write {path}: {REASON[code]}")
     assert line.endswith("; the previous config.json is intact")
