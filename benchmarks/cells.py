@@ -27,10 +27,12 @@ from corpus_arg import add_corpus_argument, find_corpus
 
 from charlstm import synthetic
 from charlstm.config import TrainConfig
+from charlstm.data import Data
 from charlstm.device import keep_freed_memory
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, parameter_count
+from charlstm.runs import place
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Data, Trainer
+from charlstm.trainer import Trainer
 
 
 def matched_hidden(cell: str, target: int, vocab: int, layers: int) -> int:
@@ -100,7 +102,7 @@ def main() -> None:
             )
             with tempfile.TemporaryDirectory() as run_dir:
                 model_config = ModelConfig(len(vocabulary), cell=cell, layers=2, hidden=hidden)
-                trainer = Trainer(model_config, config, data, Path(run_dir))
+                trainer = Trainer(model_config, config, data, Path(run_dir), place(config, model_config.cell))
                 result = trainer.run()
             val_loss = result["best_val_loss"]
             row = {

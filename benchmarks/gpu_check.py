@@ -41,8 +41,10 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from charlstm.config import ModelConfig, TrainConfig  # noqa: E402
+from charlstm.data import load_data  # noqa: E402
 from charlstm.device import autocast, describe_precision, native_bf16, prepare_model, resolve_precision  # noqa: E402
 from charlstm.model import CharLSTM  # noqa: E402
+from charlstm.runs import place  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -243,9 +245,9 @@ def check_syncs(corpus: Path, out: Path) -> None:
 
     for dropout in (0.0, 0.1):
         config = TrainConfig(corpus=str(corpus), device="cuda", precision="auto", max_steps=100, max_time=0)
-        data = train.load_data(config)
+        data = load_data(config)
         trainer = train.Trainer(
-            ModelConfig(len(data.vocabulary), dropout=dropout), config, data, out / f"syncs-{dropout}"
+            ModelConfig(len(data.vocabulary), dropout=dropout), config, data, out / f"syncs-{dropout}", place(config)
         )
         for _ in range(5):
             trainer.train_step()

@@ -35,8 +35,10 @@ from corpus_arg import add_corpus_argument, describe, find_corpus
 
 from charlstm import budget
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.device import keep_freed_memory
-from charlstm.trainer import Trainer, load_data
+from charlstm.runs import place
+from charlstm.trainer import Trainer
 
 
 def old_probe(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
@@ -53,7 +55,7 @@ def old_probe(trainer: Trainer, seconds: float = 0.5, warmup: int = 2) -> float:
 def achieved(model: ModelConfig, config: TrainConfig, data, seconds: float, root: Path) -> Trainer:
     """A real run of `seconds`, done: its steps/s of training time and its steps."""
     run = replace(config, max_time=seconds, max_steps=0)
-    trainer = Trainer(model, run, data, root / f"h{model.hidden}-b{config.batch_size}-{time.time_ns()}")
+    trainer = Trainer(model, run, data, root / f"h{model.hidden}-b{config.batch_size}-{time.time_ns()}", place(run))
     trainer.run_dir.mkdir(parents=True)
     trainer.run()
     return trainer
@@ -77,7 +79,7 @@ def wander(model: ModelConfig, config: TrainConfig, data, seconds: float) -> dic
     """One shape's steps/s per 5 s over `seconds`, then a matmul loop's, for comparison."""
     import torch
 
-    trainer = Trainer(model, config, data, Path())
+    trainer = Trainer(model, config, data, Path(), place(config))
     steps = every_five_seconds(lambda: float(trainer.train_step()), seconds)
     a = torch.randn(1024, 1024)
     products = every_five_seconds(lambda: float((a @ a)[0, 0]), seconds)
@@ -129,8 +131,8 @@ def main() -> None:
             if args.wander:
                 print(json.dumps(facts | {"kind": "wander", "shape": shape} | wander(model, config, data, args.wander)))
                 continue
-            new = budget.measure_steps_per_second(Trainer(model, config, data, Path()))
-            old = old_probe(Trainer(model, config, data, Path()))
+            new = budget.measure_steps_per_second(Trainer(model, config, data, Path(), place(config)))
+            old = old_probe(Trainer(model, config, data, Path(), place(config)))
             got = achieved(model, replace(config, sample_every=0), data, args.train_seconds, root).steps_per_second()
             rows.append(
                 facts | row("shape", shape, new, got, old_predicted=round(old, 2), old_error=round(old / got - 1, 3))
@@ -138,7 +140,8 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         for seconds in args.budgets:
             model = ModelConfig(vocab_size=len(data.vocabulary), layers=args.layers)
-            sized_model, sized_config, sizing = budget.size_for_budget(model, replace(base, max_time=seconds), data)
+            timed = replace(base, max_time=seconds)
+            sized_model, sized_config, sizing = budget.size_for_budget(model, timed, data, place(timed))
             run = achieved(sized_model, sized_config, data, seconds, root)
             shape = sizing.shape
             steps = {"predicted_steps": sizing.steps[shape], "achieved_steps": run.step}

@@ -22,8 +22,10 @@ from contestant import timed
 from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.device import seed_device
-from charlstm.trainer import Trainer, load_data
+from charlstm.runs import place
+from charlstm.trainer import Trainer
 
 
 def microseconds(work: Callable[[], object], repeat: int, rounds: int) -> float:
@@ -42,7 +44,8 @@ def main() -> None:
     data = load_data(config)
     cpu = torch.device("cpu")
     for hidden in args.hidden:
-        trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden), config, data, run_dir=None)
+        model_config = ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden)
+        trainer = Trainer(model_config, config, data, None, place(config))
         for _ in range(5):
             trainer.train_step()
         groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in trainer.optimizer.param_groups]

@@ -30,8 +30,10 @@ from contestant import Child, serve, timed
 from torch import nn
 
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import Data, load_data
 from charlstm.device import autocast, keep_freed_memory, resolve_device
-from charlstm.trainer import Data, Trainer, fused_adamw, load_data
+from charlstm.runs import place
+from charlstm.trainer import Trainer, fused_adamw
 
 
 def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):
@@ -108,7 +110,7 @@ def main() -> None:
         for precision in args.precision:
             config, data = load(args, precision)
             model_config = ModelConfig(vocab_size=len(data.vocabulary), hidden=hidden)
-            trainer = Trainer(model_config, config, data, run_dir=None)
+            trainer = Trainer(model_config, config, data, None, place(config))
             bare = bare_loop(args, hidden, precision, data)
             for warm in (trainer.train_step, bare):
                 timed(warm, 2, device)

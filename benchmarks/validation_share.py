@@ -29,9 +29,9 @@ from pathlib import Path
 from corpus_arg import add_corpus_argument, describe, find_corpus
 
 from charlstm.config import TrainConfig
+from charlstm.data import load_data
 from charlstm.device import keep_freed_memory
 from charlstm.runs import start
-from charlstm.trainer import load_data
 
 
 def build_big_corpus(folder: Path, megabytes: float) -> Path:

@@ -48,7 +48,7 @@ class Model:
         from charlstm import checkpoint
 
         self.path = checkpoint.resolve(path)
-        self.model, self.vocabulary, self.payload = checkpoint.load_model(self.path)
+        self.model, self.vocabulary, self.checkpoint = checkpoint.load_model(self.path)
         self._novelty: dict[int, Novelty] = {}
 
     def __repr__(self) -> str:
@@ -114,7 +114,7 @@ class Model:
 
     def score(self, text: str) -> Score:
         """Loss on `text` in nats and bits per character, computed as `charlstm eval` does."""
-        from charlstm.trainer import evaluate_tokens
+        from charlstm.evaluation import evaluate_tokens
 
         if len(text) < 2:
             raise CharlstmError("a score needs at least 2 characters: the first one is only context")
@@ -135,7 +135,7 @@ class Model:
         if length not in self._novelty:
             from charlstm.novelty import for_run
 
-            self._novelty[length] = for_run(self.payload, self.vocabulary, length, progress)
+            self._novelty[length] = for_run(self.checkpoint.train_config, self.vocabulary, length, progress)
         return self._novelty[length]
 
     def _warn(self, config: SamplingConfig) -> None:

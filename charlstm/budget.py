@@ -3,8 +3,8 @@
 With a time budget and no shape chosen, `charlstm train` times a few real training steps
 of each candidate shape on the run's own data, and a few windows of its evaluation, and
 takes the largest that still gets BUDGET_STEPS updates in the budget (`choose_shape`,
-`steps_in_budget`). What it measured travels as a `Sizing`, which the run prints and keeps
-in config.json beside what the run then achieved.
+`steps_in_budget`). What it measured travels as a `sizing.Sizing`, which the run prints
+and keeps in config.json beside what the run then achieved.
 """
 
 from __future__ import annotations
@@ -12,72 +12,23 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from charlstm.config import ModelConfig, TrainConfig
-from charlstm.device import bf16_candidate, resolve_device
+from charlstm.data import Data
+from charlstm.device import bf16_candidate
 from charlstm.errors import CharlstmError
+from charlstm.evaluation import stream_loss
 from charlstm.pacing import paced
-from charlstm.trainer import Data, Trainer, stream_loss
+from charlstm.sizing import PrecisionChoice, Sizing, shape_key
+from charlstm.trainer import Placement, Trainer
 
 # Sizes `charlstm train` may pick for a time budget, smallest first: (hidden, batch size).
 BUDGET_SHAPES = ((128, 16), (192, 16), (256, 16), (256, 32), (384, 32), (512, 32))
 BUDGET_STEPS = 2_000
-
-
-def shape_key(hidden: int, batch: int) -> str:
-    """How a probed shape is named in Sizing's maps and config.json: '128x16', hidden x batch."""
-    return f"{hidden}x{batch}"
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """The shape chosen for a budget and the measurements behind the choice.
-
-    `steps_per_second` maps each probed shape ('128x16': hidden x batch) to its measured
-    training steps per second, `evaluation_seconds` to how long one periodic evaluation
-    will take, and `steps` to the updates that leaves room for in the budget; `seconds` is
-    how long the probing took. Values are rounded as config.json keeps them.
-    """
-
-    hidden: int
-    batch_size: int
-    steps_per_second: dict[str, float]
-    seconds: float
-    evaluation_seconds: dict[str, float] = field(default_factory=dict)
-    steps: dict[str, int] = field(default_factory=dict)
-    precision: PrecisionChoice | None = None
-
-    @property
-    def shape(self) -> str:
-        return shape_key(self.hidden, self.batch_size)
-
-    def predicted(self) -> float:
-        """The steps/s the probe measured for the chosen shape: what the run should achieve."""
-        return self.steps_per_second[self.shape]
-
-    def to_dict(self) -> dict[str, Any]:
-        """config.json's `sized_for_budget` (the precision choice has its own key)."""
-        written = {k: v for k, v in asdict(self).items() if k != "precision"}
-        return written | {"predicted_steps_per_second": self.predicted(), "predicted_steps": self.steps.get(self.shape)}
-
-
-@dataclass(frozen=True)
-class PrecisionChoice:
-    """What `--precision auto` chose and why: bf16 only where the hardware computes it
-    natively AND real training steps measured faster in it than in fp32 (`steps_per_second`
-    holds both, for the shape timed). `reason` is the words the sizing line prints."""
-
-    chosen: str
-    reason: str
-    steps_per_second: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """config.json's `precision_choice`."""
-        return asdict(self)
 
 
 def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
@@ -186,14 +137,15 @@ def size_for_budget(
     model_config: ModelConfig,
     config: TrainConfig,
     data: Data,
+    placement: Placement,
     measure: Callable[[Trainer], float] = measure_steps_per_second,
     native: Callable[[Trainer], bool] | None = None,
     measure_evaluation: Callable[[Trainer], float] = measure_evaluation_seconds,
 ) -> tuple[ModelConfig, TrainConfig, Sizing]:
     """`model_config` and `config` with the hidden size and batch chosen for `config.max_time`
-    on this machine, by probing real training steps and evaluation windows on `data`
-    (`measure` and `measure_evaluation` time one shape's trainer; tests hand in fixed
-    figures). With `--precision auto` each shape is timed in both
+    on this machine, by probing real training steps and evaluation windows on `data` where
+    `placement` says (`measure` and `measure_evaluation` time one shape's trainer; tests
+    hand in fixed figures). With `--precision auto` each shape is timed in both
     precisions where bf16 is native (`choose_precision`) and counts at its faster one: bf16's
     gain grows with the model (on one AVX-512 BF16 CPU 0.96x fp32 at 2x128, 1.63x at 2x256),
     so the first shape's verdict would not hold for the one chosen. The returned config names
@@ -207,7 +159,8 @@ def size_for_budget(
     def steps_for(hidden: int, batch: int) -> float:
         key = shape_key(hidden, batch)
         try:
-            probe = Trainer(replace(model_config, hidden=hidden), replace(config, batch_size=batch), data, Path())
+            shape = replace(model_config, hidden=hidden), replace(config, batch_size=batch)
+            probe = Trainer(*shape, data, Path(), placement)
         except CharlstmError:  # the corpus is too short for this many streams
             return 0.0
         if auto:
@@ -276,6 +229,7 @@ def confirm_auto_precision(
     model_config: ModelConfig,
     config: TrainConfig,
     data: Data,
+    placement: Placement,
     measure: Callable[[Trainer], float] | None = None,
     native: Callable[[Trainer], bool] | None = None,
 ) -> tuple[TrainConfig, PrecisionChoice | None]:
@@ -284,14 +238,14 @@ def confirm_auto_precision(
     Other precisions are the user's choice and are kept, with no choice recorded."""
     if config.precision != "auto":
         return config, None
-    device = resolve_device(config.device)
+    device = placement.device
     if native is None and not bf16_candidate(device, model_config.cell):
         return replace(config, precision="fp32"), PrecisionChoice("fp32", f"no native bf16 on this {device.type}", {})
     key = (str(device), model_config, config.batch_size, config.seq_len)
     if measure is None and native is None and key in _CONFIRMED:
         return replace(config, precision=_CONFIRMED[key].chosen), _CONFIRMED[key]
     try:
-        probe = Trainer(model_config, replace(config, precision="fp32"), data, Path())
+        probe = Trainer(model_config, config, data, Path(), replace(placement, precision="fp32"))
     except CharlstmError:
         return config, None  # the Trainer that follows says what is wrong with the data
     quick = measure or partial(measure_steps_per_second, warmup=(2, 0.1), window=(5, 0.3))

@@ -13,6 +13,10 @@ A checkpoint is one `torch.save` file of plain values and tensors, so
                   corpus SHA-256: everything an exact resume needs, since batches and
                   dropout masks are addressed by (seed, step)
 
+In the program a checkpoint is a `Checkpoint` (its `Resume` inside), checked once where it
+is read (`Checkpoint.from_payload`) and read by attribute everywhere after; the dict above
+is only what goes to and comes from the file (`to_payload`).
+
 A run folder holds last.pt, best.pt (lowest validation loss), metrics.jsonl and
 config.json. Saving writes a temporary file beside the target, fsyncs it and renames it
 over the target (`disk.atomic_write`), so a crash at any instant leaves the previous file
@@ -22,15 +26,15 @@ whole, and a full or failing disk is one line (`errors.WriteFailed`) that says w
 from __future__ import annotations
 
 import errno
-import json
 import pickle
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charlstm import disk
-from charlstm.disk import atomic_write  # the one writer for every file charlstm keeps
+from charlstm.config import TrainConfig
 from charlstm.errors import REASONS, CharlstmError, WriteFailed, size_text
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
@@ -38,6 +42,87 @@ from charlstm.tokenizer import Vocabulary
 FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
 DEFAULT_ROOT = Path("checkpoints")
+
+
+@dataclass
+class Resume:
+    """What an exact resume needs besides the weights and settings: the optimizer's state,
+    the step, the seconds spent training and (on --max-time) evaluating, the best validation
+    loss so far, every stream's carried hidden state, and the SHA-256 of the corpus."""
+
+    optimizer: dict[str, Any]
+    step: int
+    elapsed: float
+    best_val_loss: float
+    carried_state: list[torch.Tensor]
+    corpus_sha256: str
+    evaluating: float = 0.0  # absent from checkpoints written before evaluations counted
+
+    @classmethod
+    def from_payload(cls, saved: dict[str, Any]) -> Resume:
+        """The file's `resume` record; keys it no longer uses (an older charlstm's `rng`) are left."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint: the model's settings, vocabulary and weights, and for a run's own
+    checkpoints its training settings and what resuming needs (None in weights-only files)."""
+
+    model_config: ModelConfig
+    vocabulary: Vocabulary
+    weights: dict[str, torch.Tensor]
+    train_config: TrainConfig | None = None
+    resume: Resume | None = None
+    format: int = FORMAT_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict `torch.save` writes, in the layout of the module docstring."""
+        payload: dict[str, Any] = {
+            "format": self.format,
+            "model_config": self.model_config.to_dict(),
+            "vocabulary": self.vocabulary.chars,
+            "model": self.weights,
+        }
+        if self.train_config is not None:
+            payload["train_config"] = asdict(self.train_config)
+        if self.resume is not None:
+            payload["resume"] = asdict(self.resume)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: str | Path) -> Checkpoint:
+        """A checkpoint read from `payload` (what `read_payload` returns for the file at `path`),
+        every part checked once here, so a damaged or foreign file is one line, not a
+        KeyError later. Training settings this charlstm no longer has (from an older one)
+        are left out: they are not needed to sample, inspect or serve the model."""
+        try:
+            train_config = payload.get("train_config")
+            resume = payload.get("resume")
+            weights = payload["model"]
+            if not isinstance(weights, dict):
+                raise TypeError("its weights are not a state_dict")
+            return cls(
+                model_config=ModelConfig(**payload["model_config"]),
+                vocabulary=Vocabulary(payload["vocabulary"]),
+                weights=weights,
+                train_config=_known_settings(train_config) if train_config is not None else None,
+                resume=Resume.from_payload(resume) if resume is not None else None,
+                format=payload["format"],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CharlstmError(f"{path} is damaged or from an incompatible charlstm: {e}") from e
+
+    def model(self) -> CharLSTM:
+        """The model these weights are for, on the CPU, in eval mode."""
+        model = CharLSTM(self.model_config)
+        model.load_state_dict(self.weights)
+        return model.eval()
+
+
+def _known_settings(saved: dict[str, Any]) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in names})
 
 
 def save_atomic(payload: dict[str, Any], path: Path, kept: str | None = None) -> None:
@@ -66,7 +151,7 @@ def save_atomic(payload: dict[str, Any], path: Path, kept: str | None = None) ->
                 raise _writer_failed(path, e, needed, sink) from e
             raise
 
-    atomic_write(path, write, needed, kept)
+    disk.atomic_write(path, write, needed, kept)
 
 
 WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "unexpected pos", "file write failed")
@@ -129,25 +214,20 @@ def saved_step(path: Path) -> int | None:
     weights are not read); None if there is none or it cannot be read whole."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(payload["resume"]["step"])
+        return int(payload["resume"]["step"])  # that alone: the weights stay unread
     except Exception:  # missing, damaged or weights-only: not a checkpoint to resume from
         return None
 
 
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete half-written files (checkpoints, status.json, config.json: every `disk.atomic_write`
-    temporary) left by a writer that was killed mid-save.
-
-    Only one trainer writes a run folder, so when a run resumes, every temporary file in
-    it belongs to a dead process; left alone, each kill would leave one behind.
-    """
-    for stale in run_dir.glob(".*.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint onto the CPU, refusing anything that is not one of ours."""
     path = resolve(path)
+    return Checkpoint.from_payload(read_payload(path), path)
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """The dict saved at `path`, read onto the CPU without running any code it holds,
+    refused unless it is a charlstm file of a format this charlstm reads."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -169,17 +249,14 @@ def load(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path) -> tuple[CharLSTM, Vocabulary, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[CharLSTM, Vocabulary, Checkpoint]:
     """The model (on the CPU, in eval mode), its vocabulary, and the whole checkpoint."""
-    payload = load(path)
+    saved = load(path)
     try:
-        config = ModelConfig(**payload["model_config"])
-        vocabulary = Vocabulary(payload["vocabulary"])
-        model = CharLSTM(config)
-        model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
+        model = saved.model()
+    except RuntimeError as e:  # weights that do not fit the model its settings describe
         raise CharlstmError(f"{resolve(path)} is damaged or from an incompatible charlstm: {e}") from e
-    return model.eval(), vocabulary, payload
+    return model, saved.vocabulary, saved
 
 
 def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
@@ -205,8 +282,3 @@ def newest_run(root: Path = DEFAULT_ROOT) -> Path:
     if not runs:
         raise CharlstmError(f"no trained runs under {root}/; train one first: charlstm train")
     return max(runs, key=lambda d: max(f.stat().st_mtime for f in d.glob("*.pt")))
-
-
-def write_json(path: Path, value: dict[str, Any], kept: str | None = None) -> None:
-    """A readable JSON file (config.json), written whole or not at all (`WriteFailed` says `kept`)."""
-    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode(), kept=kept)

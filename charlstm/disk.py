@@ -14,6 +14,7 @@ PyTorch's zip writer, replaces it with an error of its own ("unexpected pos ..."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -165,6 +166,22 @@ def append_line(path: Path, line: str, kept: str | None = None) -> None:
         raise failed(path, e, len(data), kept) from e
     finally:
         os.close(fd)
+
+
+def write_json(path: Path, value: dict[str, Any], kept: str | None = None) -> None:
+    """A readable JSON file (config.json), written whole or not at all (`WriteFailed` says `kept`)."""
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode(), kept=kept)
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written files (checkpoints, status.json, config.json: every `disk.atomic_write`
+    temporary) left by a writer that was killed mid-save.
+
+    Only one trainer writes a run folder, so when a run resumes, every temporary file in
+    it belongs to a dead process; left alone, each kill would leave one behind.
+    """
+    for stale in run_dir.glob(".*.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -3,7 +3,7 @@
 Every check a user can fail runs before the checkpoint is read or anything is written:
 an output that exists (kept unless `force`), a missing folder, the same file named twice,
 ONNX export without its packages. Each file is written whole or not at all
-(`checkpoint.atomic_write`), so a failed export never leaves half a file, nor damages the
+(`disk.atomic_write`), so a failed export never leaves half a file, nor damages the
 file it was asked to replace.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlstm import checkpoint as checkpoints
+from charlstm import disk
 from charlstm.errors import CharlstmError
 from charlstm.export_html import html_page
 from charlstm.export_onnx import onnx_bytes, require_onnx, state_names
@@ -59,7 +60,7 @@ def write(path: Path, data: bytes) -> None:
     """Write the whole file or nothing (a failure is `WriteFailed`, the file it would replace
     kept), readable by others as a new file would be (the umask's mode, not the owner-only
     mode of the temporary file): exports are for sharing."""
-    checkpoints.atomic_write(path, data, mode=0o666)
+    disk.atomic_write(path, data, mode=0o666)
 
 
 def check_output(path: Path, force: bool) -> None:

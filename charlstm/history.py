@@ -63,10 +63,8 @@ def write_status(run_dir: Path, state: str, step: int, elapsed: float, error: st
         "elapsed": round(elapsed, 2),
         "error": error,
     }
-    from charlstm.checkpoint import write_json  # imports torch: only the trainer, which has it, writes
-
     with contextlib.suppress(OSError, CharlstmError):
-        write_json(run_dir / STATUS, record)
+        disk.write_json(run_dir / STATUS, record)
 
 
 def append_sample(run_dir: Path, step: int, elapsed: float, text: str) -> None:

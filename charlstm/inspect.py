@@ -342,20 +342,21 @@ def saturation_rows(inspection: Inspection) -> list[SaturationRow]:
     return rows
 
 
-def default_passage(payload: dict, model: CharLSTM, vocabulary: Vocabulary, length: int, seed: int) -> tuple[str, str]:
+def default_passage(
+    train_config: TrainConfig | None, model: CharLSTM, vocabulary: Vocabulary, length: int, seed: int
+) -> tuple[str, str]:
     """A validation excerpt of `length` characters when the run's corpus is at hand (so the
     text is one the model did not train on), else a passage the model writes; and what it is."""
+    from charlstm.data import load_data
     from charlstm.sample import default_prime, generate
-    from charlstm.trainer import load_data
 
-    train_config = payload.get("train_config")
     if train_config is not None:
         try:
-            data = load_data(TrainConfig(**train_config), vocabulary)
+            data = load_data(train_config, vocabulary)
             excerpt = vocabulary.decode(data.val[:length])
             if len(excerpt) >= min(length, 200):
-                return excerpt, f"validation excerpt of {train_config['corpus'] or 'the default corpus'}"
-        except (CharlstmError, TypeError):
+                return excerpt, f"validation excerpt of {train_config.corpus or 'the default corpus'}"
+        except CharlstmError:
             pass
     prime = default_prime(vocabulary)
     config = SamplingConfig(PASSAGE_TEMPERATURE)
@@ -440,13 +441,13 @@ def inspect_gates(
     characters), and make its `gate_report`."""
     if text is not None and file is not None:
         raise CharlstmError("give the text to inspect or a file that holds it, not both")
-    model, vocabulary, payload = checkpoint.load_model(checkpoint.resolve(checkpoint_path))
+    model, vocabulary, saved = checkpoint.load_model(checkpoint.resolve(checkpoint_path))
     check_view(model, config.gate, layer, units)
     source = "the text given"
     if file is not None:
         text, source = read_text(file, what="text file"), str(file)
     if text is None:
-        text, source = default_passage(payload, model, vocabulary, config.length, config.seed)
+        text, source = default_passage(saved.train_config, model, vocabulary, config.length, config.seed)
     if skip_unknown:
         text = vocabulary.known(text)
     return gate_report(model, vocabulary, text, source, config, layer, units, keep_all)

@@ -15,12 +15,12 @@ stops early when every sample has been found in it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from charlstm import token_cache
+from charlstm.config import TrainConfig
 from charlstm.corpus import find_source
 from charlstm.errors import CharlstmError
 from charlstm.tokenizer import Vocabulary
@@ -105,17 +105,17 @@ class Novelty:
         return found
 
 
-def for_run(payload: dict[str, Any], vocabulary: Vocabulary, length: int, progress=None) -> Novelty:
-    """The novelty test against the corpus a checkpoint's run trained on (its token cache)."""
-    train_config = payload.get("train_config")
-    if not isinstance(train_config, dict):
+def for_run(train_config: TrainConfig | None, vocabulary: Vocabulary, length: int, progress=None) -> Novelty:
+    """The novelty test against the corpus a checkpoint's run trained on (its token cache),
+    named by its training settings (None: a weights-only checkpoint, which names none)."""
+    if train_config is None:
         raise CharlstmError(
             "--novel compares samples with the run's training corpus, but this checkpoint does not name one "
             "(it holds weights only)"
         )
-    corpus = train_config.get("corpus")
+    corpus = train_config.corpus
     try:
-        source = find_source(corpus, train_config.get("encoding", "utf-8"), train_config.get("errors", "strict"))
+        source = find_source(corpus, train_config.encoding, train_config.errors)
         loaded = token_cache.load_tokens(source, vocabulary, what=f"corpus {corpus}", progress=progress)
     except CharlstmError as e:
         where = f" ({Path(corpus).resolve()} from here)" if corpus and not Path(corpus).is_absolute() else ""

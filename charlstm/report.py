@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charlstm import history
+from charlstm import disk, history
 from charlstm.errors import CharlstmError
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F3C8D", "#444444")
@@ -55,9 +55,7 @@ def write_report(paths: Sequence[Path], out: Path, root: Path = Path("checkpoint
         raise CharlstmError(f"cannot write {out}: there is no folder {out.parent}")
     runs = load_runs(paths, root)
     page = render_html(runs)
-    from charlstm.checkpoint import atomic_write  # one writer for every file charlstm keeps
-
-    atomic_write(out, page.encode("utf-8"))  # a failure is WriteFailed: one line, the old page kept
+    disk.atomic_write(out, page.encode("utf-8"))  # a failure is WriteFailed: one line, the old page kept
     return runs
 
 

@@ -5,22 +5,29 @@ metrics.jsonl (the Trainer), and config.json, written here when the run starts, 
 says in readable form what the run is (model, training settings, corpus and its hash,
 parameters, processes, and what budget sizing measured). Policy about what a user's
 options mean lives here too: which options ask for sizing, which may change on resume.
+
+A run's setup is resolved here once, in the order it depends on: the device and this
+process's rank (`place`), the data, then the shape and precision (`budget`), each handed
+down to the `Trainer` and to sizing's probes, which resolve nothing again.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charlstm import budget, checkpoint, distributed, token_cache
+from charlstm import budget, checkpoint, disk, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
-from charlstm.device import resolve_device
+from charlstm.data import Data, load_data
+from charlstm.device import resolve_device, resolve_precision
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import Data, Trainer, TrainListener, load_data
+from charlstm.trainer import Placement, Trainer, TrainListener
 
 # What `--resume` may change: how long and how visibly a run goes on, and where it computes,
 # never the path its weights take (data, model, optimisation).
@@ -99,7 +106,6 @@ def start(
     measuring this machine (`budget.size_for_budget`), when the run has a time budget and
     no step budget and runs in one process.
     """
-    ranks = distributed.ranks(resolve_device(config.device))
     vocabulary, source_model = None, None
     if init_from is not None:
         source_model, vocabulary, _ = checkpoint.load_model(init_from)
@@ -111,28 +117,52 @@ def start(
                 f"{', '.join(map(flag, conflicts))} cannot differ from it"
             )
         model_options = source_options
+    placement = place(config, model_options.get("cell", ModelConfig.cell))
+    ranks = placement.ranks
     data = _load_data_in_turn(ranks, config, vocabulary, progress)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
     sizing, precision_choice = None, None
     if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
-        model_config, config, sizing = budget.size_for_budget(model_config, config, data)
+        model_config, config, sizing = budget.size_for_budget(model_config, config, data, placement)
         precision_choice = sizing.precision
     elif ranks.world == 1:  # ranks of a distributed run could time differently and disagree
-        config, precision_choice = budget.confirm_auto_precision(model_config, config, data)
+        config, precision_choice = budget.confirm_auto_precision(model_config, config, data, placement)
+    if precision_choice is not None:
+        placement = replace(placement, precision=precision_choice.chosen)
     run_dir = ranks.share(new_run_dir(root, data.name) if ranks.main else None)
-    trainer = Trainer(model_config, config, data, run_dir, ranks)
-    trainer.sizing = sizing
-    trainer.precision_choice = precision_choice
-    if source_model is not None:
-        trainer.model.load_state_dict(source_model.state_dict())
-    if ranks.main:
-        write_run_config(trainer, init_from)
+    with _removed_unless_started(run_dir, ranks):
+        trainer = Trainer(model_config, config, data, run_dir, placement, sizing, precision_choice)
+        if source_model is not None:
+            trainer.model.load_state_dict(source_model.state_dict())
+        if ranks.main:
+            write_run_config(trainer, init_from)
     return trainer
 
 
+@contextmanager
+def _removed_unless_started(run_dir: Path, ranks: distributed.Ranks) -> Iterator[None]:
+    """A run refused after its folder was made (its text too short for its streams or for
+    one validation window, config.json not written) has trained nothing: the folder made
+    for it, still empty, is removed, so none is left that `charlstm runs` would not list.
+    Only an empty folder is removed: never anything a user put there."""
+    try:
+        yield
+    except BaseException as e:
+        if not ranks.main:
+            raise
+        try:
+            run_dir.rmdir()
+            left = f"the empty run folder {run_dir} was removed"
+        except OSError:
+            left = f"the empty folder {run_dir} can go"
+        if isinstance(e, WriteFailed):
+            raise e.keeping(f"nothing was trained yet and {left}; free space and train again") from e
+        raise
+
+
 def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
-    """config.json: what the run is, readable without charlstm. If it cannot be written the
-    run has not begun, so the folder made for it, still empty, is removed (`WriteFailed`)."""
+    """config.json: what the run is, readable without charlstm (`WriteFailed` if it cannot
+    be written)."""
     config = {
         "model": trainer.model.config.to_dict(),
         "train": asdict(trainer.config),
@@ -145,15 +175,7 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
         "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
         "validation": trainer.validation_scored(),
     }
-    try:
-        checkpoint.write_json(trainer.run_dir / "config.json", config)
-    except WriteFailed as e:
-        try:
-            trainer.run_dir.rmdir()  # only if empty: never anything a user put there
-            left = f"the empty run folder {trainer.run_dir} was removed"
-        except OSError:
-            left = f"the empty folder {trainer.run_dir} can go"
-        raise e.keeping(f"nothing was trained yet and {left}; free space and train again") from e
+    disk.write_json(trainer.run_dir / "config.json", config)
 
 
 def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress | None = None) -> Trainer:
@@ -166,24 +188,35 @@ def resume(path: str, overrides: dict[str, Any], progress: token_cache.Progress 
     file = source / checkpoint.LAST if source.is_dir() else checkpoint.resolve(source)
     if not file.exists():
         raise CharlstmError(f"run folder {source} has no {checkpoint.LAST} to resume from")
-    payload = checkpoint.load(file)
-    if "resume" not in payload:
+    saved = checkpoint.load(file)
+    if saved.resume is None or saved.train_config is None:
         raise CharlstmError(f"{file} holds weights only; use --init-from to start a new run from it")
-    saved = TrainConfig(**payload["train_config"])
-    conflicts = [k for k, v in overrides.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k)]
+    conflicts = [k for k, v in overrides.items() if k not in RESUMABLE_CHANGES and v != getattr(saved.train_config, k)]
     if conflicts:
         raise CharlstmError(
             f"--resume continues a run exactly, so {', '.join(map(flag, conflicts))} "
             "cannot change; start a new run with --init-from instead"
         )
-    config = TrainConfig(**(asdict(saved) | {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES}))
-    ranks = distributed.ranks(resolve_device(config.device))
-    data = _load_data_in_turn(ranks, config, Vocabulary(payload["vocabulary"]), progress)
-    trainer = Trainer(ModelConfig(**payload["model_config"]), config, data, file.parent, ranks)
-    trainer.load_state_dict(payload)
-    if ranks.main:
-        checkpoint.remove_stale_temporaries(file.parent)
+    config = replace(saved.train_config, **{k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES})
+    placement = place(config, saved.model_config.cell)
+    data = _load_data_in_turn(placement.ranks, config, saved.vocabulary, progress)
+    trainer = Trainer(saved.model_config, config, data, file.parent, placement)
+    trainer.restore(saved)
+    if placement.ranks.main:
+        disk.remove_stale_temporaries(file.parent)
     return trainer
+
+
+def place(config: TrainConfig, cell: str = ModelConfig.cell) -> Placement:
+    """Where this process computes, resolved once for the run: the device `config` names
+    (under torchrun, this rank's GPU of it; joining the process group), and the precision
+    for a `cell` model (`auto`: bf16 where the device computes it natively and the cell's
+    kernels run in it, until a one-process run times both, `budget`; `bf16` where they do
+    not run is refused in one line, before the run's folder is made)."""
+    device = resolve_device(config.device)
+    ranks = distributed.ranks(device)
+    device = ranks.place(device)
+    return Placement(device, resolve_precision(config.precision, device, cell), ranks)
 
 
 def _load_data_in_turn(

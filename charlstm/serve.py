@@ -226,7 +226,8 @@ def offered_units(model: Model) -> tuple[list[dict[str, Any]], str]:
     from charlstm import inspect
 
     defaults = InspectConfig()
-    text, source = inspect.default_passage(model.payload, model.model, model.vocabulary, defaults.length, defaults.seed)
+    settings = model.checkpoint.train_config
+    text, source = inspect.default_passage(settings, model.model, model.vocabulary, defaults.length, defaults.seed)
     report = inspect.gate_report(model.model, model.vocabulary, text, source)
     inspection = report.inspection
     findings = [
@@ -269,8 +270,7 @@ def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], uni
     from charlstm.model import parameter_count
 
     c = model.model.config
-    train_config = model.payload.get("train_config") or {}
-    resume = model.payload.get("resume") or {}
+    train_config, resume = model.checkpoint.train_config, model.checkpoint.resume
     defaults = asdict(SamplingConfig())
     return {
         "charlstm": __version__,
@@ -282,10 +282,10 @@ def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], uni
             "embedding": c.embedding,
             "parameters": parameter_count(model.model),
             "quantities": list(model.model.kind.quantities),
-            "steps_trained": resume.get("step"),
-            "best_val_bits_per_char": resume["best_val_loss"] / math.log(2) if resume.get("best_val_loss") else None,
+            "steps_trained": resume.step if resume else None,
+            "best_val_bits_per_char": resume.best_val_loss / math.log(2) if resume and resume.best_val_loss else None,
         },
-        "corpus": (train_config.get("corpus") or "the default corpus") if train_config else None,
+        "corpus": (train_config.corpus or "the default corpus") if train_config else None,
         "vocabulary": {"size": len(model.vocabulary), "characters": model.vocabulary.chars},
         "defaults": {name: defaults[name] for name in SAMPLING_FIELDS},
         "limits": {

@@ -22,9 +22,9 @@ from charlstm import checkpoint, corpus, token_cache
 from charlstm.config import flag
 from charlstm.device import autocast, prepare_model, resolve_device, resolve_precision
 from charlstm.errors import CharlstmError
+from charlstm.evaluation import EVAL_SEQ_LEN, EVAL_STREAMS
 from charlstm.model import CharLSTM
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import EVAL_SEQ_LEN, EVAL_STREAMS
 
 PASSAGE = 64  # characters in a passage `worst_passages` reports
 

@@ -1,12 +1,13 @@
 """The trainer: batches -> fused forward/backward -> AdamW, with evaluation and checkpoints.
 
 The loop reads top to bottom in `Trainer.run`. Everything a resume needs lives in
-`Trainer.state_dict`, and a batch is addressed by step number alone, so a run that is
+`Trainer.to_checkpoint`, and a batch is addressed by step number alone, so a run that is
 stopped and resumed reaches the same weights, bit for bit on the CPU, as one that never
 stopped. Nothing here prints: progress goes to the `TrainListener` the caller hands in.
 
 Around the trainer: `runs` starts and resumes runs (their folders and config.json),
-`budget` sizes a run for its time budget, `device` picks device and precision.
+`data` reads the corpus into tokens, `evaluation` scores the validation split, `budget`
+sizes a run for its time budget, `device` picks device and precision.
 """
 
 from __future__ import annotations
@@ -16,32 +17,29 @@ import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from charlstm import checkpoint, corpus, disk, distributed, history, token_cache
+from charlstm import checkpoint, corpus, disk, distributed, history
 from charlstm.config import ModelConfig, SamplingConfig, TrainConfig
+from charlstm.data import Data
 from charlstm.device import (
     autocast,
     batch_to_device,
     prepare_model,
-    resolve_device,
-    resolve_precision,
     seed_device,
     seeds_per_step,
 )
 from charlstm.errors import CharlstmError, WriteFailed
+from charlstm.evaluation import stream_loss, validation_batches
 from charlstm.model import CharLSTM
 from charlstm.pacing import paced, within_share
 from charlstm.sample import default_prime, generate
-from charlstm.tokenizer import Vocabulary
-
-if TYPE_CHECKING:
-    from charlstm.budget import PrecisionChoice, Sizing
+from charlstm.sizing import PrecisionChoice, Sizing
 
 
 def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
@@ -52,117 +50,6 @@ def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
     except RuntimeError:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
-
-
-@torch.no_grad()
-def stream_loss(
-    model: CharLSTM,
-    batches: corpus.StreamBatches,
-    device: torch.device,
-    precision: str,
-    rows: slice = slice(None),
-    windows: int | None = None,
-) -> torch.Tensor:
-    """Summed loss (nats) and count of characters over every window of `batches`' `rows`
-    (or its first `windows`: budget sizing times a few), state carried; returned together
-    as one tensor so ranks can add them in one step."""
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    state = None
-    for window in range(len(batches) if windows is None else min(windows, len(batches))):
-        batch = batches.batch(window)
-        inputs = batch.inputs[rows].to(device, torch.long)
-        targets = batch.targets[rows].to(device, torch.long)
-        if targets.numel() == 0:
-            break
-        with autocast(device, precision):
-            logits, state = model(inputs, state)
-        total[0] += nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        total[1] += targets.numel()
-    return total
-
-
-EVAL_STREAMS, EVAL_SEQ_LEN = 64, 256
-"""How `evaluate_tokens` reads a text: at most this many parallel streams, in windows of this
-many characters, state carried. surprise.py reads with them too, so its bits are these."""
-
-
-def evaluate_tokens(
-    model: CharLSTM, tokens: torch.Tensor, device: str = "auto", precision: str = "fp32"
-) -> dict[str, Any]:
-    """Loss of a trained model on any token array (e.g. a held-out test split), in nats and bits/char."""
-    device_ = resolve_device(device)
-    precision = resolve_precision(precision, device_, model.config.cell)
-    batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
-    total, count = stream_loss(prepare_model(model, device_), batches, device_, precision).tolist()
-    loss = total / count
-    return {
-        "loss": loss,
-        "bpc": loss / math.log(2),
-        "characters": batches.targets.numel(),
-        "device": device_.type,
-        "precision": precision,
-    }
-
-
-def evaluate_corpus(
-    checkpoint_path: str | Path | None,
-    text: str | Path,
-    encoding: str = "utf-8",
-    skip_unknown: bool = False,
-    device: str = "auto",
-    precision: str = "fp32",
-    progress: token_cache.Progress | None = None,
-) -> dict[str, Any]:
-    """`charlstm eval`: a checkpoint (a file, a run folder, or None for the newest run)
-    scored on a text file, folder or glob; `evaluate_tokens`' result plus what was scored."""
-    path = checkpoint.resolve(checkpoint_path)
-    model, vocabulary, _ = checkpoint.load_model(path)
-    source = corpus.find_source(text, encoding)
-    loaded = token_cache.load_tokens(source, vocabulary, skip_unknown, f"corpus {text}", progress)
-    return {"checkpoint": str(path), "corpus": str(text)} | evaluate_tokens(model, loaded.tokens, device, precision)
-
-
-class SpreadStreams:
-    """`streams` stretches of a token array, spread evenly over it, read side by side
-    `seq_len` characters a window with state carried: a fixed sample of a long held-out
-    split. The same characters every time, so validation curves stay comparable, and
-    spread out, so the sample is not one part of the text. Quacks like `StreamBatches`."""
-
-    def __init__(self, tokens: torch.Tensor, streams: int, seq_len: int, chars: int):
-        length = max(1, chars // streams)  # characters scored per stream
-        gap = (len(tokens) - 1 - length) // max(streams - 1, 1)
-        index = (torch.arange(streams) * gap)[:, None] + torch.arange(length + 1)
-        chunks = torch.as_tensor(tokens[index])
-        self.inputs, self.targets = chunks[:, :-1], chunks[:, 1:]
-        self.seq_len = seq_len
-        self.windows = math.ceil(length / seq_len)
-
-    def __len__(self) -> int:
-        return self.windows
-
-    def batch(self, step: int) -> corpus.Batch:
-        cols = slice(step * self.seq_len, (step + 1) * self.seq_len)
-        return corpus.Batch(self.inputs[:, cols], self.targets[:, cols], carry_state=step != 0)
-
-
-def validation_batches(
-    tokens: torch.Tensor, streams: int, seq_len: int, chars: int
-) -> corpus.StreamBatches | SpreadStreams:
-    """What a periodic evaluation scores: the whole split when `chars` is 0 or the split
-    is no longer than that (a small corpus's numbers stay as they were), else `chars`
-    characters of it in `streams` stretches spread over it (`SpreadStreams`). A split
-    shorter than one window is refused: its loss would say little (`charlstm eval` scores
-    any text; a run's validation should mean something)."""
-    if len(tokens) - 1 < seq_len:
-        raise CharlstmError(
-            f"the validation split ({len(tokens)} characters) is shorter than one window of {seq_len + 1}; "
-            "raise --val-frac, lower --seq-len, or use --val-frac 0 for no validation"
-        )
-    whole = corpus.validation_streams(tokens, streams, seq_len)
-    if chars == 0 or whole.targets.numel() <= chars:
-        return whole
-    return SpreadStreams(tokens, min(streams, max(1, chars // seq_len)), seq_len, chars)
 
 
 class TrainListener:
@@ -188,32 +75,23 @@ class TrainingInterrupted(Exception):
         self.path = path
 
 
-@dataclass
-class Data:
-    vocabulary: Vocabulary
-    train: torch.Tensor
-    val: torch.Tensor
-    name: str
-    sha256: str
-    files: int = 1
-    skipped: int = 0
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a run computes, resolved once by `runs` when the run starts and handed
+    to its trainer (and to budget sizing's probes): this process's device (under torchrun,
+    its rank's own GPU), the precision (fp32 or bf16, never auto) and its rank."""
 
-
-def load_data(
-    config: TrainConfig, vocabulary: Vocabulary | None = None, progress: token_cache.Progress | None = None
-) -> Data:
-    """The corpus as memory-mapped tokens; with `vocabulary` given, the text must fit it."""
-    source = corpus.find_source(config.corpus, config.encoding, config.errors)
-    loaded = token_cache.load_tokens(
-        source, vocabulary, what=f"corpus {config.corpus or source.name}", progress=progress
-    )
-    train, val = corpus.split(loaded.tokens, config.val_frac)
-    scan = loaded.scan
-    return Data(vocabulary or scan.vocabulary, train, val, source.name, scan.sha256, len(scan.files), scan.skipped)
+    device: torch.device
+    precision: str
+    ranks: distributed.Ranks = field(default_factory=distributed.Ranks)
 
 
 class Trainer:
-    """One training run: model, optimizer, data, and the position in all three."""
+    """One training run: model, optimizer, data, and the position in all three.
+
+    `sizing` and `precision_choice` say how budget sizing and `--precision auto` chose the
+    run's shape and precision, when they did: the run reports them and checks its speed
+    against the prediction."""
 
     def __init__(
         self,
@@ -221,12 +99,13 @@ class Trainer:
         config: TrainConfig,
         data: Data,
         run_dir: Path,
-        ranks: distributed.Ranks | None = None,
+        placement: Placement,
+        sizing: Sizing | None = None,
+        precision_choice: PrecisionChoice | None = None,
     ):
         self.config, self.data, self.run_dir = config, data, run_dir
-        self.ranks = ranks or distributed.Ranks()
-        self.device = self.ranks.place(resolve_device(config.device))
-        self.precision = resolve_precision(config.precision, self.device, model_config.cell)
+        self.device, self.precision, self.ranks = placement.device, placement.precision, placement.ranks
+        self.sizing, self.precision_choice = sizing, precision_choice
         self.ranks.check_batch(config.batch_size)
         self.rows = self.ranks.rows(config.batch_size)
         torch.manual_seed(config.seed)
@@ -259,8 +138,6 @@ class Trainer:
         self.stop_requested = False
         self.full_val_loss: float | None = None
         self.seeded = False
-        self.sizing: Sizing | None = None  # set by runs.start when budget sizing chose the shape
-        self.precision_choice: PrecisionChoice | None = None  # set by runs.start when --precision auto was timed
         self.clock = time.perf_counter  # what the loop times steps with (tests hand in their own)
         self.state = self.model.initial_state(self.rows.stop - self.rows.start, self.device)
 
@@ -344,44 +221,38 @@ class Trainer:
         """Training steps per second of training time since this process started or resumed."""
         return round(self.session_steps / self.session_time, 2) if self.session_time > 0 else None
 
-    def state_dict(self) -> dict[str, Any]:
+    def to_checkpoint(self) -> checkpoint.Checkpoint:
         """Everything a resume needs; in a distributed run the carried state of every rank's
         streams is gathered, so the checkpoint is the same as a one-process run's."""
-        carried = self.carried_state()
-        return {
-            "format": checkpoint.FORMAT_VERSION,
-            "model_config": self.model.config.to_dict(),
-            "vocabulary": self.data.vocabulary.chars,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "train_config": asdict(self.config),
-            "resume": {
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "elapsed": self.elapsed,
-                "evaluating": self.evaluating,
-                "best_val_loss": self.best_val_loss,
-                "carried_state": carried,
-                "corpus_sha256": self.data.sha256,
-            },
-        }
+        resume = checkpoint.Resume(
+            optimizer=self.optimizer.state_dict(),
+            step=self.step,
+            elapsed=self.elapsed,
+            best_val_loss=self.best_val_loss,
+            carried_state=self.carried_state(),
+            corpus_sha256=self.data.sha256,
+            evaluating=self.evaluating,
+        )
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return checkpoint.Checkpoint(self.model.config, self.data.vocabulary, weights, self.config, resume)
 
     def carried_state(self) -> list[torch.Tensor]:
         """Every stream's carried state, on the CPU; all ranks must call it together."""
         return [self.ranks.gather_rows(s).cpu() for s in self.state]
 
-    def load_state_dict(self, payload: dict[str, Any]) -> None:
-        resume = payload["resume"]
-        if resume["corpus_sha256"] != self.data.sha256:
+    def restore(self, saved: checkpoint.Checkpoint) -> None:
+        """Continue from `saved`, a checkpoint of this run, exactly where it stopped."""
+        resume = saved.resume
+        if resume.corpus_sha256 != self.data.sha256:
             raise CharlstmError(
                 "the corpus has changed since this run started; resume needs the same text "
                 "(use --init-from to fine-tune on new text)"
             )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(resume["optimizer"])
-        self.step, self.elapsed = resume["step"], resume["elapsed"]
-        self.evaluating = resume.get("evaluating", 0.0)  # checkpoints from before it counted only training
-        self.best_val_loss = resume["best_val_loss"]
-        self.state = tuple(s[:, self.rows].to(self.device) for s in resume["carried_state"])
+        self.model.load_state_dict(saved.weights)
+        self.optimizer.load_state_dict(resume.optimizer)
+        self.step, self.elapsed, self.evaluating = resume.step, resume.elapsed, resume.evaluating
+        self.best_val_loss = resume.best_val_loss
+        self.state = tuple(s[:, self.rows].to(self.device) for s in resume.carried_state)
 
     def save(self, name: str, stopping: bool = False) -> Path:
         """Save atomically; Ctrl-C waits until the write is done. When `stopping`
@@ -394,7 +265,7 @@ class Trainer:
         if self.ranks.main:
             with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
                 try:
-                    checkpoint.save_atomic(self.state_dict(), path)
+                    checkpoint.save_atomic(self.to_checkpoint().to_payload(), path)
                 except WriteFailed as e:
                     failure = e
         else:
@@ -507,7 +378,7 @@ class Trainer:
             return  # config.json is the run's record, not something training needs
         written["sized_for_budget"] |= {"achieved_steps_per_second": rate, "achieved_steps": self.step}
         with suppress(WriteFailed):  # a full disk: the run is done, its checkpoints whole; this figure can go
-            checkpoint.write_json(path, written)
+            disk.write_json(path, written)
 
     def record_status(self, state: str, error: str | None = None) -> None:
         """status.json, which `charlstm runs` reads: running (rewritten after each evaluation,

@@ -1,4 +1,5 @@
-"""What many test files share: running the CLI, a train command line, and text to train on.
+"""What many test files share: running the CLI, a train command line, text to train on, and a
+disk that fails on cue.
 
 Tests never read a file outside the repository: their text is made here from what every
 Python installation has (the standard library's own documentation) or written by the test.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import os
 import string
 import subprocess
@@ -17,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from charlstm import disk
 
 TINY_MODEL = ["--layers", "2", "--hidden", "32", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
 """A model small enough that a few dozen steps take a second or two."""
@@ -127,3 +131,40 @@ def torch_settings_kept() -> Iterator[None]:
         matmul.allow_tf32, cudnn.allow_tf32 = tf32[1:]
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.set_rng_state(rng)
+
+
+# --- a failing disk -----------------------------------------------------------------------------
+
+REASON = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "input/output error",
+}
+ERRNOS = list(REASON)
+
+
+class FailingDisk:
+    """Writes to files whose name contains `name` fail with `code` once `healthy` such files
+    have been written whole (after `partial` bytes of the failing one reach the disk)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, code: int, healthy: int = 0, partial: int = 0):
+        self.name, self.code, self.partial = name, code, partial
+        self.files_seen: list[str] = []
+        self.healthy = healthy
+        real = disk._write_fd
+
+        def write(fd: int, data) -> int:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if self.name not in Path(target).name:
+                return real(fd, data)
+            if target not in self.files_seen:
+                self.files_seen.append(target)
+            if len(self.files_seen) <= self.healthy:
+                return real(fd, data)
+            if self.partial:
+                n = real(fd, bytes(data[: self.partial]))
+                self.partial = 0
+                return n
+            raise OSError(self.code, os.strerror(self.code))
+
+        monkeypatch.setattr(disk, "_write_fd", write)

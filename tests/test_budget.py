@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from charlstm import budget
-from charlstm.budget import PrecisionChoice, choose_precision, confirm_auto_precision, measure_steps_per_second
+from charlstm.budget import choose_precision, confirm_auto_precision, measure_steps_per_second
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.progress import precision_line, sizing_line
-from charlstm.runs import start
-from charlstm.trainer import load_data
+from charlstm.runs import place, start
+from charlstm.sizing import PrecisionChoice
 
 MODEL = {"layers": 1, "embedding": 8}
 
@@ -83,7 +84,9 @@ def test_auto_takes_bf16_only_where_it_is_native_and_measured_faster(small_corpu
         timed.append(trainer.precision)
         return rates[trainer.precision]
 
-    confirmed, choice = confirm_auto_precision(model, config, data, measure, native=lambda trainer: native)
+    confirmed, choice = confirm_auto_precision(
+        model, config, data, place(config), measure, native=lambda trainer: native
+    )
     assert (confirmed.precision, choice.chosen, choice.reason) == (chosen, chosen, reason)
     assert timed == (["fp32", "bf16"] if native else []), "emulated or absent bf16 is never timed"
     assert choice.steps_per_second == ({"fp32": 10.0, "bf16": rates["bf16"]} if native else {})
@@ -94,7 +97,8 @@ def test_a_precision_the_user_names_is_kept_untimed(small_corpus):
     model = ModelConfig(vocab_size=len(data.vocabulary), layers=1, hidden=16, embedding=8)
     for named in ("fp32", "bf16"):
         config = TrainConfig(corpus=str(small_corpus), batch_size=4, seq_len=16, precision=named)
-        assert confirm_auto_precision(model, config, data, measure=None, native=lambda t: 1 / 0) == (config, None)
+        confirmed = confirm_auto_precision(model, config, data, place(config), measure=None, native=lambda t: 1 / 0)
+        assert confirmed == (config, None)
 
 
 def test_choose_precision_leaves_the_probe_in_fp32(small_corpus):

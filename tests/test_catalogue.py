@@ -12,8 +12,7 @@ import pytest
 
 from charlstm import catalogue
 from charlstm.errors import WriteFailed
-from tests.helpers import run_cli
-from tests.test_disk_full import ERRNOS, REASON, FailingDisk
+from tests.helpers import ERRNOS, REASON, FailingDisk, run_cli
 
 TEXT = "To be, or not to be: that is the question.\n" * 50
 

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import pickle
 import random
@@ -5,7 +6,8 @@ import random
 import pytest
 import torch
 
-from charlstm import checkpoint
+from charlstm import checkpoint, disk
+from charlstm.config import TrainConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig
 
@@ -59,7 +61,7 @@ def test_a_disk_error_during_save_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CharlstmError, match="no space left on the device.*; the previous last.pt is intact"):
         make_checkpoint(path)
-    assert checkpoint.load(path)["vocabulary"] == "abc"
+    assert checkpoint.load(path).vocabulary.chars == "abc"
 
 
 def test_truncated_and_random_files_are_refused(tmp_path):
@@ -145,7 +147,7 @@ def test_a_read_only_folder_is_one_clear_error(tmp_path):
             make_checkpoint(path)
     finally:
         (tmp_path / "run").chmod(0o700)
-    assert checkpoint.load(path)["vocabulary"] == "abc"
+    assert checkpoint.load(path).vocabulary.chars == "abc"
 
 
 def test_an_unwritable_location_is_one_clear_error(tmp_path):
@@ -160,7 +162,7 @@ def test_resume_cleans_up_what_a_killed_writer_left(tmp_path):
     (tmp_path / ".last.pt.k2j3h4.tmp").write_bytes(b"half")
     (tmp_path / ".status.json.93xn2ulc.tmp").write_bytes(b"{")  # a kill inside status.json's write
     (tmp_path / "notes.tmp").write_text("the user's own file")
-    checkpoint.remove_stale_temporaries(tmp_path)
+    disk.remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
 
 
@@ -196,10 +198,10 @@ def test_killing_a_writer_mid_save_always_leaves_a_loadable_checkpoint(tmp_path)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         if path.exists():
-            payload = checkpoint.load(path)
+            payload = checkpoint.read_payload(path)
             assert torch.equal(payload["weights"], expected + payload["generation"])
             generations.append(payload["generation"])
-        checkpoint.remove_stale_temporaries(tmp_path)
+        disk.remove_stale_temporaries(tmp_path)
     assert len(generations) >= 10 and max(generations) > 1
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -212,7 +214,7 @@ def test_every_file_charlstm_keeps_is_synced_before_it_replaces_the_old_one(tmp_
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
     config = tmp_path / "config.json"
     config.write_text("old")
-    checkpoint.write_json(config, {"new": 1})
+    disk.write_json(config, {"new": 1})
     assert config.read_text() == '{\n  "new": 1\n}\n'
     assert any(name.startswith(str(tmp_path / ".config.json.")) for name in synced), synced
     assert str(tmp_path) in synced, "the folder is synced so the rename lasts"
@@ -227,8 +229,73 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(path, half_then_fail)
+        disk.atomic_write(path, half_then_fail)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
     with pytest.raises(CharlstmError, match="could not write .*config.json: No such file or directory"):
-        checkpoint.write_json(tmp_path / "missing" / "config.json", {})
+        disk.write_json(tmp_path / "missing" / "config.json", {})
+
+
+def a_run_payload(model: CharLSTM, **resume_changes) -> dict:
+    """A run's checkpoint as `Trainer.state_dict` built it, a dict written out key by key,
+    before checkpoints were typed: files written then must still load."""
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(2, 3, dtype=torch.long))[0].sum().backward()
+    optimizer.step()
+    resume = {
+        "optimizer": optimizer.state_dict(),
+        "step": 7,
+        "elapsed": 1.5,
+        "evaluating": 0.25,
+        "best_val_loss": 1.25,
+        "carried_state": [torch.ones(2, 2, 8), torch.zeros(2, 2, 8)],
+        "corpus_sha256": "0" * 64,
+    }
+    return {
+        "format": 1,
+        "model_config": model.config.to_dict(),
+        "vocabulary": "abc",
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "train_config": dataclasses.asdict(TrainConfig(corpus="c.txt", batch_size=2, max_steps=9)),
+        "resume": resume | resume_changes,
+    }
+
+
+def test_a_checkpoint_written_as_a_dict_loads_typed_and_is_written_back_the_same(tmp_path):
+    model = CharLSTM(ModelConfig(vocab_size=3, hidden=8, embedding=4))
+    payload = a_run_payload(model)
+    torch.save(payload, tmp_path / "last.pt")
+    saved = checkpoint.load(tmp_path / "last.pt")
+    assert (saved.format, saved.model_config, saved.vocabulary.chars) == (1, model.config, "abc")
+    assert saved.train_config == TrainConfig(corpus="c.txt", batch_size=2, max_steps=9)
+    assert (saved.resume.step, saved.resume.elapsed, saved.resume.evaluating) == (7, 1.5, 0.25)
+    assert (saved.resume.best_val_loss, saved.resume.corpus_sha256) == (1.25, "0" * 64)
+    assert torch.equal(saved.resume.carried_state[0], torch.ones(2, 2, 8))
+    assert saved.resume.optimizer["state"][0]["step"] == payload["resume"]["optimizer"]["state"][0]["step"]
+    written = saved.to_payload()
+    assert written.keys() == payload.keys() and written["resume"].keys() == payload["resume"].keys()
+    assert written["train_config"] == payload["train_config"]
+    for name, value in payload["model"].items():
+        assert torch.equal(written["model"][name], value)
+        assert torch.equal(saved.model().state_dict()[name], value)
+
+
+def test_an_older_runs_checkpoint_still_loads(tmp_path):
+    """Written by an older charlstm: no `evaluating` (only training time counted), a `rng` in
+    the resume record, and a training setting since renamed (full_val_at_end, now final_val)."""
+    payload = a_run_payload(CharLSTM(ModelConfig(vocab_size=3, hidden=8, embedding=4)), rng=torch.zeros(4))
+    del payload["resume"]["evaluating"]
+    payload["train_config"]["full_val_at_end"] = True
+    torch.save(payload, tmp_path / "old.pt")
+    saved = checkpoint.load(tmp_path / "old.pt")
+    assert saved.resume.evaluating == 0.0 and saved.resume.step == 7
+    assert saved.train_config.corpus == "c.txt"
+
+
+@pytest.mark.parametrize("damage", ["model_config", "vocabulary", "model"])
+def test_a_checkpoint_missing_a_part_is_one_clear_error(tmp_path, damage):
+    payload = a_run_payload(CharLSTM(ModelConfig(vocab_size=3, hidden=8, embedding=4)))
+    del payload[damage]
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(CharlstmError, match=f"damaged.pt is damaged or from an incompatible charlstm: '{damage}'"):
+        checkpoint.load(tmp_path / "damaged.pt")

@@ -125,6 +125,7 @@ def test_ddp_is_given_the_gpu_the_model_is_on(monkeypatch, small_corpus, tmp_pat
     """Trainer under a faked 2-rank CUDA launch: DDP's device_ids equal the model's device."""
     import charlstm.trainer as train
     from charlstm.config import ModelConfig, TrainConfig
+    from charlstm.data import load_data
 
     fake_cuda(monkeypatch, 2)
     fake_gpus(monkeypatch, {0: (8, 0), 1: (8, 0)})
@@ -136,10 +137,12 @@ def test_ddp_is_given_the_gpu_the_model_is_on(monkeypatch, small_corpus, tmp_pat
         raise _Stop
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
-    data = train.load_data(TrainConfig(corpus=str(small_corpus)))
+    data = load_data(TrainConfig(corpus=str(small_corpus)))
     config = TrainConfig(corpus=str(small_corpus), device="cuda", precision="fp32", batch_size=4)
+    ranks = Ranks(1, 2, 1)
+    placement = train.Placement(ranks.place(torch.device("cuda")), "fp32", ranks)
     with pytest.raises(_Stop):
-        train.Trainer(ModelConfig(len(data.vocabulary), hidden=8, embedding=4), config, data, tmp_path, Ranks(1, 2, 1))
+        train.Trainer(ModelConfig(len(data.vocabulary), hidden=8, embedding=4), config, data, tmp_path, placement)
     assert seen == {"model": torch.device("cuda:1"), "ddp": [1]}
 
 
@@ -196,19 +199,21 @@ def test_on_cuda_dropout_is_seeded_once_a_run_not_every_step(monkeypatch, small_
     per-step seeds (exact resume)."""
     import charlstm.trainer as train
     from charlstm.config import ModelConfig, TrainConfig
+    from charlstm.data import load_data
+    from charlstm.runs import place
 
     seeds = []
     monkeypatch.setattr(train, "seed_device", lambda device, seed: seeds.append(seed))
     config = TrainConfig(corpus=str(small_corpus), device="cpu", batch_size=4, seq_len=8, max_time=0, max_steps=3)
-    data = train.load_data(config)
+    data = load_data(config)
     model = ModelConfig(len(data.vocabulary), hidden=8, embedding=4, dropout=0.1)
-    trainer = train.Trainer(model, config, data, tmp_path)
+    trainer = train.Trainer(model, config, data, tmp_path, place(config))
     for _ in range(3):
         trainer.train_step()
     assert len(seeds) == 3
     monkeypatch.setattr(train, "seeds_per_step", lambda device: False)
     seeds.clear()
-    trainer = train.Trainer(model, config, data, tmp_path)
+    trainer = train.Trainer(model, config, data, tmp_path, place(config))
     for _ in range(3):
         trainer.train_step()
     assert seeds == [config.seed * 1_000_003]
@@ -247,8 +252,8 @@ def test_cuda_batches_arrive_as_the_cpu_sees_them():
 def test_cuda_and_cpu_score_a_model_alike():
     """Within what TF32 allows (cuDNN's RNN uses it on Ampere+ unless allow_tf32 is off)."""
     from charlstm.config import ModelConfig
+    from charlstm.evaluation import evaluate_tokens
     from charlstm.model import CharLSTM
-    from charlstm.trainer import evaluate_tokens
 
     torch.manual_seed(0)
     model = CharLSTM(ModelConfig(30, hidden=64, embedding=16))

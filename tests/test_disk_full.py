@@ -24,41 +24,7 @@ import torch
 
 from charlstm import checkpoint, disk, history
 from charlstm.errors import WriteFailed
-from tests.helpers import invoke, run_cli, train_args
-
-REASON = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EROFS: "the file system is read-only",
-    errno.EIO: "input/output error",
-}
-ERRNOS = list(REASON)
-
-
-class FailingDisk:
-    """Writes to files whose name contains `name` fail with `code` once `healthy` such files
-    have been written whole (after `partial` bytes of the failing one reach the disk)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, code: int, healthy: int = 0, partial: int = 0):
-        self.name, self.code, self.partial = name, code, partial
-        self.files_seen: list[str] = []
-        self.healthy = healthy
-        real = disk._write_fd
-
-        def write(fd: int, data) -> int:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if self.name not in Path(target).name:
-                return real(fd, data)
-            if target not in self.files_seen:
-                self.files_seen.append(target)
-            if len(self.files_seen) <= self.healthy:
-                return real(fd, data)
-            if self.partial:
-                n = real(fd, bytes(data[: self.partial]))
-                self.partial = 0
-                return n
-            raise OSError(self.code, os.strerror(self.code))
-
-        monkeypatch.setattr(disk, "_write_fd", write)
+from tests.helpers import ERRNOS, REASON, FailingDisk, invoke, run_cli, train_args
 
 
 def one_line(err: str) -> str:
@@ -79,10 +45,10 @@ def no_temporaries(folder: Path) -> None:
 @pytest.mark.parametrize("code", ERRNOS)
 def test_a_failed_atomic_write_says_why_and_keeps_the_old_file(tmp_path, monkeypatch, code):
     path = tmp_path / "config.json"
-    checkpoint.write_json(path, {"old": True})
+    disk.write_json(path, {"old": True})
     FailingDisk(monkeypatch, "config.json", code, partial=5)
     with pytest.raises(WriteFailed) as failure:
-        checkpoint.write_json(path, {"new": True})
+        disk.write_json(path, {"new": True})
     line = str(failure.value)
     assert line.startswith(f"could not write {path}: {REASON[code]}")
     assert line.endswith("; the previous config.json is intact")

@@ -11,9 +11,10 @@ import torch
 from charlstm import device
 from charlstm.budget import confirm_auto_precision
 from charlstm.config import ModelConfig, TrainConfig
+from charlstm.data import load_data
 from charlstm.device import bf16_kernels_run, native_bf16, resolve_precision
 from charlstm.errors import CharlstmError
-from charlstm.trainer import load_data
+from charlstm.runs import place
 from tests.helpers import TINY_MODEL, invoke, train_args
 from tests.test_device import CPU, fake_cpu
 
@@ -107,6 +108,7 @@ def test_budget_precision_auto_never_times_bf16_without_the_kernel(monkeypatch, 
     data = load_data(config)
     model = ModelConfig(len(data.vocabulary), hidden=16, embedding=8)
     timed = []
-    confirmed, choice = confirm_auto_precision(model, config, data, measure=lambda trainer: timed.append(1) or 1.0)
+    measure = lambda trainer: timed.append(1) or 1.0  # noqa: E731
+    confirmed, choice = confirm_auto_precision(model, config, data, place(config), measure)
     assert (confirmed.precision, choice.chosen, timed) == ("fp32", "fp32", [])
     assert choice.reason == "no native bf16 on this cpu"

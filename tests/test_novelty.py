@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charlstm import novelty
-from charlstm.config import SamplingConfig
+from charlstm.config import SamplingConfig, TrainConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.novelty import BASE, Novelty, for_run, window_hashes
@@ -102,17 +102,17 @@ def test_redraws_stop_at_the_limit():
 
 def test_a_run_whose_corpus_is_gone_is_one_clear_error(tmp_path):
     vocabulary = Vocabulary.from_text("ab")
-    payload = {"train_config": {"corpus": str(tmp_path / "gone.txt")}}
+    settings = TrainConfig(corpus=str(tmp_path / "gone.txt"))
     with pytest.raises(CharlstmError, match="--novel needs the run's training corpus.*gone.txt does not exist"):
-        for_run(payload, vocabulary, 8)
+        for_run(settings, vocabulary, 8)
     with pytest.raises(CharlstmError, match="weights only"):
-        for_run({}, vocabulary, 8)
+        for_run(None, vocabulary, 8)
 
 
 def test_the_run_corpus_is_read_through_the_token_cache(tmp_path):
     text = "the quick brown fox jumps over the lazy dog\n" * 20
     (tmp_path / "c.txt").write_text(text, encoding="utf-8")
     vocabulary = Vocabulary.from_text(text)
-    check = for_run({"train_config": {"corpus": str(tmp_path / "c.txt")}}, vocabulary, 10)
+    check = for_run(TrainConfig(corpus=str(tmp_path / "c.txt")), vocabulary, 10)
     copied, new = check.copies(["a lazy dog\nthe", "dog the quick"])
     assert copied in "a lazy dog\nthe" and copied in text and len(copied) == 10 and new is None

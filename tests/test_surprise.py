@@ -11,9 +11,9 @@ import torch
 
 from charlstm import inspect, inspect_render, surprise
 from charlstm.errors import CharlstmError
+from charlstm.evaluation import evaluate_tokens
 from charlstm.model import CharLSTM, ModelConfig
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import evaluate_tokens
 from tests.helpers import invoke
 
 

@@ -8,11 +8,12 @@ import torch
 from charlstm import budget, checkpoint
 from charlstm.budget import BUDGET_STEPS, choose_shape, steps_in_budget
 from charlstm.config import ModelConfig, TrainConfig, parse_duration
+from charlstm.data import load_data
 from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
-from charlstm.runs import resume, start
-from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener, load_data
-from tests.helpers import invoke, run_cli
+from charlstm.runs import place, resume, start
+from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener
+from tests.helpers import invoke, run_cli, train_args
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
 
@@ -42,7 +43,7 @@ class InterruptAt(TrainListener):
 
 
 def weights(path):
-    return checkpoint.load(path)["model"]
+    return checkpoint.load(path).weights
 
 
 @pytest.mark.parametrize("batching", ["stream", "random"])
@@ -52,7 +53,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tm
     interrupted = start(MODEL, config(small_corpus, batching=batching), tmp_path / "b")
     with pytest.raises(TrainingInterrupted) as stop:
         interrupted.run(InterruptAt(20))
-    assert checkpoint.load(stop.value.path)["resume"]["step"] == 20
+    assert checkpoint.load(stop.value.path).resume.step == 20
     resumed = resume(str(interrupted.run_dir), {})
     assert resumed.step == 20
     with pytest.raises(TrainingInterrupted):
@@ -87,8 +88,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, s
     with pytest.raises(CharlstmError, match="loss became nan by step 20"):
         trainer.run(Poison())
     saved = checkpoint.load(trainer.run_dir / "last.pt")
-    assert saved["resume"]["step"] == 10
-    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert saved.resume.step == 10
+    assert all(torch.isfinite(v).all() for v in saved.weights.values())
 
 
 def test_resume_refuses_options_that_would_change_the_run(tmp_path, small_corpus):
@@ -246,7 +247,7 @@ def test_the_trainer_uses_a_fused_adamw_where_pytorch_has_one(small_corpus):
     """The per-parameter AdamW loop cost 1.2-2.2 ms a step on the CPU, the fused one 0.3-0.5."""
     config = TrainConfig(corpus=str(small_corpus), max_steps=1, max_time=0, device="cpu", batch_size=4, seq_len=16)
     data = load_data(config)
-    trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=16), config, data, run_dir=None)
+    trainer = Trainer(ModelConfig(vocab_size=len(data.vocabulary), hidden=16), config, data, None, place(config))
     assert trainer.optimizer.defaults["fused"] is (True if torch.__version__ >= "2.4" else None)
 
 
@@ -283,3 +284,23 @@ def test_the_speed_shown_after_an_evaluation_leaves_the_evaluation_out(tmp_path,
     assert list(speeds.seen) == [10, 20, 30, 40, 50, 60]
     assert speeds.seen == pytest.approx(dict.fromkeys(speeds.seen, chars_per_step / 0.01)), "as at 30 and 50"
     assert trainer.elapsed == pytest.approx(60 * 0.01), "nor does the run's elapsed training time count them"
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "refusal"),
+    [
+        ("a tiny text\n", [], "the training split (11 characters) is shorter than 8 streams"),
+        ("abcdefghij klmnop\n" * 60, ["--val-frac", "0.01"], "the validation split (10 characters)"),
+    ],
+)
+def test_a_run_that_cannot_start_leaves_no_run_folder(tmp_path, capsys, text, options, refusal):
+    """A run refused before its first step (its text too short for its streams or for one
+    validation window) left an empty checkpoints/<corpus>-<time>/ behind, which `charlstm runs`
+    neither lists nor mentions."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(text)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    code, _, err = invoke(capsys, *train_args(corpus, runs, *options, steps=5))
+    assert code == 1 and refusal in err, err
+    assert list(runs.iterdir()) == []

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from charlstm import corpus
+from charlstm.checkpoint import Checkpoint
 from charlstm.config import TrainConfig
+from charlstm.evaluation import SpreadStreams, stream_loss, validation_batches
 from charlstm.progress import TrainingPrinter, run_line
 from charlstm.runs import start
-from charlstm.trainer import SpreadStreams, stream_loss, validation_batches
 
 MODEL = {"layers": 1, "hidden": 16, "embedding": 8}
 TINY_SHAKESPEARE_VAL = 111_539  # held-out characters of tiny-shakespeare at --val-frac 0.1
@@ -143,12 +144,13 @@ def test_evaluations_count_on_the_time_budget_and_the_run_ends_within_it(tmp_pat
 def test_evaluating_time_survives_a_resume(tmp_path, small_corpus):
     trainer = start(MODEL, config(small_corpus, max_steps=10), tmp_path)
     trainer.evaluating = 12.5
-    payload = trainer.state_dict()
+    saved = trainer.to_checkpoint()
     other = start(MODEL, config(small_corpus, max_steps=10), tmp_path)
-    other.load_state_dict(payload)
+    other.restore(saved)
     assert other.evaluating == 12.5
+    payload = saved.to_payload()
     del payload["resume"]["evaluating"]  # a checkpoint from before evaluations counted
-    other.load_state_dict(payload)
+    other.restore(Checkpoint.from_payload(payload, "old.pt"))
     assert other.evaluating == 0.0
 
 

@@ -35,9 +35,9 @@ def evaluate(
     _use_threads(threads)
     import json
 
+    from charlstm.evaluation import evaluate_corpus
     from charlstm.progress import CorpusProgress
     from charlstm.surprise import worst_of_corpus
-    from charlstm.trainer import evaluate_corpus
 
     passages = []
     with CorpusProgress() as reading:
