@@ -10,11 +10,17 @@ to `charlstm train`, e.g. to compare settings:
     python benchmarks/quality.py --seconds 90 300
     python benchmarks/quality.py --seconds 90 --corpus my-text.txt
     python benchmarks/quality.py --seconds 90 -- --batch-size 32 --seq-len 64
+    python benchmarks/quality.py --seconds 90 300 --repeat 3   # a range, run after run
+
+Each row also says how much of the budget went to evaluating, the steps budget sizing
+promised against those taken, the precision, the CPU and the date, so rows from different
+machines and hours can sit in one results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -45,6 +51,7 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         config = json.loads((run / "config.json").read_text())
     final = metrics[-1]
+    sized = config["sized_for_budget"] or {}
     return {
         "benchmark": "quality",
         **describe(corpus),
@@ -56,18 +63,39 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
         "val_loss": round(final["val_loss"], 4),
         "val_bpc": round(final["val_bpc"], 4),
         "best_val_loss": round(min(m["val_loss"] for m in metrics), 4),
+        "evaluations": len(metrics),
+        "evaluating_seconds": final.get("evaluating"),
+        "evaluating_share": round(final.get("evaluating", 0) / seconds, 3),
+        "predicted_steps": sized.get("predicted_steps"),
+        "precision": config["train"]["precision"],
+        "cpu": cpu_name(),
+        "date": datetime.date.today().isoformat(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (Linux), else the platform's words."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[90, 300])
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each budget, one after another")
     add_corpus_argument(parser)
     parser.add_argument("extra", nargs="*", help="options for charlstm train (after --)")
     args = parser.parse_args()
     corpus = find_corpus(args.corpus)
     rows = []
-    for seconds in args.seconds:
+    for seconds in [s for s in args.seconds for _ in range(args.repeat)]:
         row = run(seconds, args.extra, corpus)
         print(json.dumps(row), flush=True)
         rows.append(row)
