@@ -114,12 +114,14 @@ def test_choose_precision_leaves_the_probe_in_fp32(small_corpus):
     assert choice.chosen == "bf16" and trainer.precision == "fp32"
 
 
-def sized_run(tmp_path, small_corpus, monkeypatch, rates, native, evaluation=lambda trainer: 0.0):
+def sized_run(tmp_path, small_corpus, monkeypatch, rates, native, evaluation=lambda trainer: 0.0, eval_share=0.05):
     """A run sized for a 100 s budget at the handed-in rates (steps/s per shape and precision)
-    and seconds per evaluation."""
+    and seconds per evaluation, its evaluations paced to `eval_share` of the budget."""
     sizing = partial(budget.size_for_budget, measure=rates, native=lambda t: native, measure_evaluation=evaluation)
     monkeypatch.setattr(budget, "size_for_budget", sizing)
-    config = TrainConfig(corpus=str(small_corpus), max_time=100, seq_len=16, sample_every=0, device="cpu")
+    config = TrainConfig(
+        corpus=str(small_corpus), max_time=100, seq_len=16, sample_every=0, device="cpu", eval_share=eval_share
+    )
     return start(MODEL, config, tmp_path, size_for_budget=True)
 
 
@@ -164,7 +166,9 @@ def test_sizing_counts_the_evaluations_in_the_budget(tmp_path, small_corpus, mon
     def measure(trainer):
         return rates[trainer.model.config.hidden, trainer.config.batch_size]
 
-    trainer = sized_run(tmp_path, small_corpus, monkeypatch, measure, native=False, evaluation=lambda t: 2.0)
+    trainer = sized_run(
+        tmp_path, small_corpus, monkeypatch, measure, native=False, evaluation=lambda t: 2.0, eval_share=1.0
+    )
     assert (trainer.model.config.hidden, trainer.config.batch_size) == (192, 16)
     assert trainer.sizing.steps == {"128x16": 3_972, "192x16": 2_370, "256x16": 1_761}
     assert trainer.sizing.evaluation_seconds == {"128x16": 2.0, "192x16": 2.0, "256x16": 2.0}
