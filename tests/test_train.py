@@ -188,10 +188,10 @@ def test_a_budget_pays_for_its_evaluations():
 
 def test_a_paced_budget_pays_its_share_for_evaluations():
     """Paced at 5% (a run bounded by time alone), 90 s at 30 steps/s with 1 s evaluations
-    every 250 steps trains for 85.5 s: 2,565 steps, where every 250 steps would leave 2,302.
+    every 250 steps trains for 85.5 s: 2,565 steps, where every 250 steps would leave 2,383.
     Where one evaluation every 250 steps is cheaper than the share, that is what it costs;
     where the first and final evaluations alone take more than the share, they count."""
-    assert int(steps_in_budget(90, 30.0, 1.0, 250)) == 2_302
+    assert int(steps_in_budget(90, 30.0, 1.0, 250)) == 2_383
     assert steps_in_budget(90, 30.0, 1.0, 250, share=0.05) == pytest.approx(85.5 * 30)
     assert steps_in_budget(90, 30.0, 0.01, 250, share=0.05) == steps_in_budget(90, 30.0, 0.01, 250)
     assert steps_in_budget(20, 30.0, 1.0, 250, share=0.05) == pytest.approx(18 * 30)
