@@ -141,8 +141,8 @@ class Model:
     def _warn(self, config: SamplingConfig) -> None:
         from charlstm.sample import unreachable_stops
 
-        for message in unreachable_stops(config, self.vocabulary):
-            warnings.warn(message, SamplingWarning, stacklevel=3)
+        for problem in unreachable_stops(config, self.vocabulary):
+            warnings.warn(str(problem), SamplingWarning, stacklevel=3)
 
 
 def load(path: str | Path | None = None) -> Model:

@@ -1,6 +1,6 @@
-"""The `charlstm` command: the app, the options every command shares, and `main`, which turns
-every failure into one line. The commands themselves live in charlstm/commands/, one module
-per group, and register on `app` when imported (at the end of this file).
+"""The `charlstm` command's entry point: `main` runs the app and turns every failure into one
+line and an exit code. The commands live in charlstm/commands/, one module per group, and
+register on the app (`commands/app.py`) when this module imports them.
 
 torch is imported inside the commands, never at module level, so `charlstm --help`
 stays fast. Every error a user can cause ends here as one line on stderr (see `main`).
@@ -8,84 +8,21 @@ stays fast. Every error a user can cause ends here as one line on stderr (see `m
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
-from dataclasses import fields
-from typing import Annotated, Any
 
 import typer
 
-from charlstm import __version__, threads
-from charlstm.config import FLAGS, THREADS, help_text
-from charlstm.errors import CharlstmError
+from charlstm.commands.app import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, app
+from charlstm.config import flag
+from charlstm.errors import CharlstmError, SettingError
 
-app = typer.Typer(
-    name="charlstm",
-    help="Train character-level LSTM language models, stream samples, and see inside the gates.",
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+__all__ = ["app", "main"]
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"charlstm {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set CHARLSTM_DEBUG=1).")] = False,
-) -> None:
-    """`--debug` is read by `main` before parsing, so that it also covers parsing errors."""
-
-
-def _given(config: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The settings of `config` the user actually typed (Typer defaults are None here)."""
-    return {f.name: options[f.name] for f in fields(config) if options.get(f.name) is not None}
-
-
-def _console(stderr: bool = False):
-    """Rich, told to print text as it is: prime texts, corpus names and paths may hold
-    `[...]` that markup would swallow (`[i]`) or refuse (`[/a]`)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, markup=False)
-
-
-def _setting_option(config: type, name: str, text: str, *aliases: str) -> Any:
-    """An option for setting `name` of `config`: its flag and its default come from config.py."""
-    return typer.Option(FLAGS[name], *aliases, help=help_text(config, name, text), show_default=False)
-
-
-_THREADS = typer.Option(
-    "--threads",
-    help=f"CPU threads: a number, or auto (OMP_NUM_THREADS if set, else every core). \\[default: {THREADS}]",
-    show_default=False,
-)
-
-
-_CHECKPOINT = typer.Option(
-    "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
-)
-
-
-def _use_threads(setting: str) -> int:
-    """--threads, before the command computes (charlstm/threads.py); the count in use."""
-    return threads.apply(setting)
-
-
-def _busy_hint(threads_in_use: int) -> str | None:
-    """threads.busy_hint, reachable from commands whose `threads` option shadows the module."""
-    return threads.busy_hint(threads_in_use)
+for _group in ("train", "generate", "inspect", "runs", "corpus"):  # importing registers them; help keeps this order
+    importlib.import_module(f"charlstm.commands.{_group}")
 
 
 def _report(message: str) -> None:
@@ -110,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as e:
         context = getattr(e, "ctx", None)
         hint = f" (see: {context.command_path} --help)" if context and context.info_name != "charlstm" else ""
-        _report((e.format_message() or "missing command") + hint)
+        _report((e.format_message() or "missing command; the commands are listed by: charlstm --help") + hint)
         code = EXIT_USAGE
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -129,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(EXIT_INTERRUPTED)
             print(f"charlstm: {e}; continue with: charlstm train --resume {e.path.parent}", file=sys.stderr)
             code = EXIT_INTERRUPTED
+        elif isinstance(e, SettingError):  # a malformed or out-of-range value exits 2, as click's own do
+            _report(e.spelled(flag))
+            code = EXIT_USAGE if e.usage else EXIT_ERROR
         elif isinstance(e, CharlstmError):
             from charlstm.errors import WriteFailed
 
@@ -139,7 +79,3 @@ def main(argv: list[str] | None = None) -> None:
             _report(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
             code = EXIT_ERROR
     sys.exit(code)
-
-
-# The commands register themselves on `app` when imported; below everything they import from here.
-from charlstm.commands import train, generate, inspect, runs, corpus  # noqa: E402, F401, I001 (help lists them in this order)

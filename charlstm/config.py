@@ -1,9 +1,11 @@
 """Every setting charlstm has, its default and its validation, in one place (no torch).
 
 The dataclasses here are the one source the library, the command line's help and the
-README's option tables read: a default is written once, as a field default. Errors name
-the setting through `flag`, which maps a setting to the option a user types (or says
-plainly that a setting is no option), so a message never names a flag that does not exist.
+README's option tables read: a default is written once, as a field default. A bad value is
+an `errors.SettingError` worded with the setting's Python name (`length must be >= 0`), as a
+Python caller reads it; the command line spells the name through `flag`, which maps a setting
+to the option a user types (or says plainly that a setting is no option), so a message never
+names a flag that does not exist.
 This module imports neither torch nor anything that does, so `charlstm --help` stays fast.
 """
 
@@ -13,7 +15,7 @@ import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from charlstm.errors import CharlstmError
+from charlstm.errors import SettingError
 
 CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -69,20 +71,21 @@ NOT_OPTIONS: dict[str, str] = {
 
 
 def flag(name: str) -> str:
-    """How a message names setting `name`: its option (`--batch-size`), or the setting
-    itself, plainly marked, when no option sets it (`vocab_size`)."""
-    return FLAGS.get(name) or NOT_OPTIONS.get(name, name)
+    """How the command line names setting `name`: its option (`--batch-size`; a server's
+    `max_body` is `--max-body`), or the setting itself, plainly marked, when no option sets
+    it (`vocab_size`)."""
+    return FLAGS.get(name) or NOT_OPTIONS.get(name) or "--" + name.replace("_", "-")
 
 
 def check_device_name(name: str) -> None:
     """auto, cpu, cuda, cuda:N or mps; whether this machine has it is `device.resolve_device`'s question."""
     if name not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", name):
-        raise CharlstmError(f"{flag('device')} must be {_listed(DEVICE_NAMES)}, got {name!r}")
+        raise SettingError("device", f"must be {_listed(DEVICE_NAMES)}, got {name!r}")
 
 
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
-        raise CharlstmError(f"{flag('precision')} must be {_listed(PRECISIONS)}, got {name!r}")
+        raise SettingError("precision", f"must be {_listed(PRECISIONS)}, got {name!r}")
 
 
 THREADS = "auto"
@@ -92,12 +95,12 @@ THREADS = "auto"
 def check_threads(value: str) -> None:
     """`auto` or a whole number of threads, at least 1."""
     if value != "auto" and not (value.isdigit() and int(value) >= 1):
-        raise CharlstmError(f"{flag('threads')} must be auto or a number of threads (at least 1), got {value!r}")
+        raise SettingError("threads", f"must be auto or a number of threads (at least 1), got {value!r}")
 
 
 def check_val_frac(value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise CharlstmError(f"{flag('val_frac')} must be in [0, 1), got {value}")
+        raise SettingError("val_frac", f"must be in [0, 1), got {value}")
 
 
 def _listed(words: tuple[str, ...]) -> str:
@@ -109,7 +112,7 @@ def _at_least(config: object, names: tuple[str, ...], low: int) -> None:
         value = getattr(config, name)
         if value < low:
             bound = "at least 1" if low == 1 else f">= {low}"
-            raise CharlstmError(f"{flag(name)} must be {bound}, got {value}")
+            raise SettingError(name, f"must be {bound}, got {value}")
 
 
 DURATION = {"duration": True}
@@ -129,10 +132,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.cell not in CELL_TYPES:
-            raise CharlstmError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_TYPES)}")
+            raise SettingError("cell", f"must be {_listed(CELL_TYPES)}, got {self.cell!r}")
         _at_least(self, ("vocab_size", "layers", "hidden", "embedding"), 1)
         if not 0.0 <= self.dropout < 1.0:
-            raise CharlstmError(f"{flag('dropout')} must be in [0, 1), got {self.dropout}")
+            raise SettingError("dropout", f"must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,16 +179,16 @@ class TrainConfig:
         _at_least(self, ("batch_size", "seq_len", "eval_every"), 1)
         _at_least(self, ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay", "val_chars"), 0)
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharlstmError(f"{flag('lr')} must be a positive number, got {self.lr}")
+            raise SettingError("lr", f"must be a positive number, got {self.lr}")
         if not 0 < self.eval_share <= 1:
-            raise CharlstmError(f"{flag('eval_share')} must be in (0, 1], got {self.eval_share}")
+            raise SettingError("eval_share", f"must be in (0, 1], got {self.eval_share}")
         check_val_frac(self.val_frac)
         if self.batching not in BATCHINGS:
-            raise CharlstmError(f"{flag('batching')} must be {_listed(BATCHINGS)}, got {self.batching!r}")
+            raise SettingError("batching", f"must be {_listed(BATCHINGS)}, got {self.batching!r}")
         check_device_name(self.device)
         check_precision(self.precision)
         if self.final_val not in FINAL_VALS:
-            raise CharlstmError(f"{flag('final_val')} must be {_listed(FINAL_VALS)}, got {self.final_val!r}")
+            raise SettingError("final_val", f"must be {_listed(FINAL_VALS)}, got {self.final_val!r}")
 
 
 @dataclass(frozen=True)
@@ -202,14 +205,15 @@ class InspectConfig:
         _at_least(self, ("show",), 0)
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from '90s', '10m', '1.5h', '1h30m' or a bare number of seconds; '0' = no limit."""
+def parse_duration(text: str, name: str = "max_time") -> float:
+    """Seconds from '90s', '10m', '1.5h', '1h30m' or a bare number of seconds; '0' = no limit.
+    `name` is the setting the text is for, which a failure names."""
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
     parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise CharlstmError(f"cannot read duration {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
+        raise SettingError(name, f"is not a duration: {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
     scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     return sum(float(n) * scale[u] for n, u in parts)
 
@@ -246,9 +250,30 @@ FLAGS.update(prime="--prime", min_length="--min-length", stop="--stop", num_samp
 NOT_OPTIONS["redraws"] = "redraws (a library setting; no option sets it)"
 
 
+def setting(default: object, help: str, *, short: str | None = None, request: str | None = None, shown=None):
+    """A field that also says how a person sets it, so the dataclass is the one description
+    of its settings: `help` is the command line's help line (`short` its one-letter alias),
+    `request` the JSON type a server request gives it in (None: requests cannot), `shown`
+    how help writes the default when the value itself would mislead (`None` -> `random`)."""
+    metadata = {"help": help, "short": short, "request": request}
+    if shown is not None:
+        metadata["default_text"] = shown
+    return field(default=default, metadata=metadata)
+
+
+_STOP_HELP = "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
+REDRAWS = 10
+"""How many times `novel` redraws a sample that copies the corpus, at most."""
+_NOVEL_HELP = (
+    f"Redraw a sample that repeats this many characters of the training corpus verbatim (up to {REDRAWS} times)."
+)
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """What to draw, for `charlstm sample`, the Python API and a server's requests alike.
+    """What to draw, for `charlstm sample`, the Python API and a server's requests alike:
+    each field's help, alias and request type drive `sample`'s options and the server's
+    checks, and `__post_init__` is the one validation all three meet.
 
     The first three fields say how each character is picked (temperature 0 is greedy;
     top-k 0 and top-p 1 are off). The rest say what to draw: `num_samples` samples (sample
@@ -257,39 +282,48 @@ class SamplingConfig:
     L or more characters of the training corpus is redrawn, up to `redraws` times.
     """
 
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    length: int = 500
-    min_length: int = 0
-    stop: tuple[str, ...] = field(default=(), metadata={"default_text": "none"})
-    num_samples: int = 1
-    seed: int | None = field(default=None, metadata={"default_text": "random"})
-    prime: str | None = field(default=None, metadata={"default_text": "a newline"})
-    novel: int | None = field(default=None, metadata={"default_text": "off"})
-    redraws: int = 10
+    temperature: float = setting(0.8, "0 = greedy; lower is safer, higher is wilder.", short="-t", request="a number")
+    top_k: int = setting(0, "Sample from the k likeliest characters; 0 = off.", request="an integer")
+    top_p: float = setting(1.0, "Sample from the smallest set with this much probability; 1 = off.", request="a number")
+    length: int = setting(
+        500, "Most new characters in a sample (all of them without --stop).", short="-n", request="an integer"
+    )
+    min_length: int = setting(0, "Characters a sample has before a stop string may end it.", request="an integer")
+    stop: tuple[str, ...] = setting((), _STOP_HELP, request="a string or a list of strings", shown="none")
+    num_samples: int = setting(1, "Samples drawn at once; sample k uses seed + k.", short="-N", request="an integer")
+    seed: int | None = setting(None, "Make the samples repeatable.", request="an integer or null", shown="random")
+    prime: str | None = setting(
+        None, "Text to continue; \\n, \\t, \\\\ understood.", short="-p", request="a string or null", shown="a newline"
+    )
+    novel: int | None = setting(None, _NOVEL_HELP, shown="off")
+    redraws: int = REDRAWS
 
     def __post_init__(self) -> None:
         stops = () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         object.__setattr__(self, "stop", stops)
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise CharlstmError(f"{flag('temperature')} must be a number >= 0, got {self.temperature}")
+            raise SettingError("temperature", f"must be a number >= 0, got {self.temperature}")
         if self.top_k < 0:
-            raise CharlstmError(f"{flag('top_k')} must be >= 1 (or 0 for off), got {self.top_k}")
+            raise SettingError("top_k", f"must be >= 1 (or 0 for off), got {self.top_k}")
         if not (0 < self.top_p <= 1) or math.isnan(self.top_p):
-            raise CharlstmError(f"{flag('top_p')} must be in (0, 1], got {self.top_p}")
+            raise SettingError("top_p", f"must be in (0, 1], got {self.top_p}")
         _at_least(self, ("length", "min_length", "redraws"), 0)
         _at_least(self, ("num_samples",), 1)
         if self.min_length > self.length:
-            raise CharlstmError(
-                f"{flag('min_length')} {self.min_length} is above {flag('length')} {self.length}, the most a sample "
-                "may have; lower it or raise --length"
+            raise SettingError(
+                "min_length",
+                f"{self.min_length} is above {{length}} {self.length}, the most a sample may have; "
+                "lower it or raise {length}",
             )
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise CharlstmError(f"{flag('stop')} needs text; an empty one would end every sample at once")
+            raise SettingError("stop", "needs text; an empty one would end every sample at once")
         if self.novel is not None and self.novel < 1:
-            raise CharlstmError(
-                f"{flag('novel')} is the length of a copied stretch and must be at least 1, got {self.novel}"
-            )
+            raise SettingError("novel", f"is the length of a copied stretch and must be at least 1, got {self.novel}")
         if self.prime == "":
-            raise CharlstmError("the prime text is empty; leave --prime out to start from a newline")
+            raise SettingError("prime", "is empty; leave it out to start from a newline")
+
+
+REQUEST_FIELDS: dict[str, str] = {
+    f.name: f.metadata["request"] for f in fields(SamplingConfig) if f.metadata.get("request")
+}
+"""The sampling settings a server request may give, with the JSON type each takes."""

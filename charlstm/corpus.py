@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from charlstm.errors import CharlstmError
+from charlstm.config import check_val_frac
+from charlstm.errors import CharlstmError, SettingError
 
 DEFAULT_CORPUS_BYTES = 4_000_000
 MAX_VOCABULARY = 5_000
@@ -42,11 +43,11 @@ def iter_text(
     try:
         codecs.lookup_error(errors)
     except LookupError as e:
-        raise CharlstmError(f"unknown --errors {errors!r}; use strict, replace or ignore") from e
+        raise SettingError("errors", f"must be strict, replace or ignore, got {errors!r}") from e
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors)
     except LookupError as e:
-        raise CharlstmError(f"unknown encoding {encoding!r}") from e
+        raise SettingError("encoding", f"names no encoding this Python knows: {encoding!r}") from e
     if not path.exists():
         raise CharlstmError(f"{what} {path} does not exist")
     if path.is_dir():
@@ -163,8 +164,7 @@ def default_corpus_files() -> tuple[Path, ...]:
 
 def split(tokens: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Training head and validation tail: contiguous, so no text leaks across the cut."""
-    if not 0.0 <= val_frac < 1.0:
-        raise CharlstmError(f"--val-frac must be in [0, 1), got {val_frac}")
+    check_val_frac(val_frac)
     n_val = int(len(tokens) * val_frac)
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 

@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from charlstm.config import check_device_name, check_precision, flag
-from charlstm.errors import CharlstmError
+from charlstm.config import check_device_name, check_precision
+from charlstm.errors import SettingError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,20 +28,23 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CharlstmError(f"{flag('device')} cuda was asked for, but this machine has no usable CUDA GPU")
+        raise SettingError("device", "cuda was asked for, but this machine has no usable CUDA GPU", usage=False)
     if name.startswith("cuda:"):
-        check_gpu_index(int(name.split(":")[1]), f"{flag('device')} {name}")
+        check_gpu_index(int(name.split(":")[1]), name)
     if name == "mps" and not _mps_available():
-        raise CharlstmError(f"{flag('device')} mps was asked for, but MPS is not available here")
+        raise SettingError("device", "mps was asked for, but MPS is not available here", usage=False)
     return torch.device(name)
 
 
 def check_gpu_index(index: int, asked: str) -> None:
-    """One clear line, not CUDA's "invalid device ordinal" later, for a GPU this process cannot see."""
+    """One clear line, not CUDA's "invalid device ordinal" later, for a GPU this process cannot
+    see; `asked` is the device setting's value (`cuda:7`)."""
     count = torch.cuda.device_count()
     if index >= count:
         seen = "1 GPU (cuda:0)" if count == 1 else f"{count} GPUs (cuda:0 to cuda:{count - 1})"
-        raise CharlstmError(f"{asked} asks for GPU {index}, but this process sees {seen}; check CUDA_VISIBLE_DEVICES")
+        raise SettingError(
+            "device", f"{asked} asks for GPU {index}, but this process sees {seen}; check CUDA_VISIBLE_DEVICES", False
+        )
 
 
 def _mps_available() -> bool:
@@ -78,12 +81,13 @@ def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> st
     if name == "auto":
         return "bf16" if bf16_candidate(device, cell) else "fp32"
     if name == "bf16" and device.type == "mps":
-        raise CharlstmError(f"{flag('precision')} bf16 is not supported on MPS; use fp32")
+        raise SettingError("precision", "bf16 is not supported on MPS; use fp32", usage=False)
     if name == "bf16" and not bf16_kernels_run(device, cell):
-        raise CharlstmError(
-            f"{flag('precision')} bf16: this CPU has no bf16 kernel for the {cell} recurrence "
-            f"(PyTorch's oneDNN could not build one here); use {flag('precision')} fp32, "
-            "or auto to take bf16 wherever it runs"
+        raise SettingError(
+            "precision",
+            f"bf16: this CPU has no bf16 kernel for the {cell} recurrence "
+            "(PyTorch's oneDNN could not build one here); use {precision} fp32, or auto to take bf16 wherever it runs",
+            usage=False,
         )
     return name
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from charlstm.config import flag
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,11 @@ class Ranks:
         if self.world == 1 or device.type != "cuda":
             return device
         if device.index is not None and device.index != self.local_rank:
-            raise CharlstmError(
-                f"{flag('device')} {device} cannot be used under torchrun, where process {self.local_rank} of "
-                f"each machine uses GPU {self.local_rank}; pass --device cuda and choose GPUs with "
-                "CUDA_VISIBLE_DEVICES"
+            raise SettingError(
+                "device",
+                f"{device} cannot be used under torchrun, where process {self.local_rank} of each machine uses "
+                f"GPU {self.local_rank}; ask for {{device}} cuda and choose GPUs with CUDA_VISIBLE_DEVICES",
+                usage=False,
             )
         count = torch.cuda.device_count()
         if self.local_rank >= count:
@@ -62,9 +62,10 @@ class Ranks:
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.world:
-            raise CharlstmError(
-                f"{flag('batch_size')} {batch_size} must divide evenly among {self.world} processes; "
-                f"use a multiple of {self.world}"
+            raise SettingError(
+                "batch_size",
+                f"{batch_size} must divide evenly among {self.world} processes; use a multiple of {self.world}",
+                usage=False,
             )
 
     def barrier(self) -> None:

@@ -4,6 +4,11 @@ The library raises `CharlstmError` with a message written for a person (what is 
 and what to do); `cli.py` turns it into one line on stderr and a non-zero exit. Anything
 else that escapes is a bug, and the CLI says so.
 
+A setting's value that is malformed or out of range is a `SettingError`: one validation
+(config.py) serves Python callers, who read the keyword (`length must be >= 0, got -5`),
+the command line, which spells the flag (`--length ...`) and exits 2 as for any bad option,
+and the server, which names the request's field.
+
 A file that cannot be written (a full disk, a read-only or failing one, a quota) is not a
 bug either: `WriteFailed` says in one line which file, why, how much it needed where that is
 known, and what was kept. Every writer in charlstm raises it through `charlstm.disk`.
@@ -12,6 +17,8 @@ known, and what was kept. Every writer in charlstm raises it through `charlstm.d
 from __future__ import annotations
 
 import errno
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,26 @@ SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 class CharlstmError(Exception):
     """A mistake in the user's input, files or options, explained in one line."""
+
+
+_NAMED = re.compile(r"\{([a-z_]+)\}")
+
+
+class SettingError(CharlstmError):
+    """A setting's value refused, worded with names left open: `{length}` in the text stands
+    for setting `length`, however the reader spells it (`spelled`). `name` is the setting at
+    fault; the text starts with it unless it names it itself. `usage` is False where the value
+    is one the setting takes but this machine or model cannot (`device` cuda with no GPU), which
+    is no mistake in how the command was typed: the command line exits 1 then, not 2."""
+
+    def __init__(self, name: str, problem: str, usage: bool = True):
+        self.name, self.usage = name, usage
+        self.template = problem if problem.startswith("{") else f"{{{name}}} {problem}"
+        super().__init__(self.spelled(str))
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each setting named by `spell(name)` (a flag, a request's field)."""
+        return _NAMED.sub(lambda m: spell(m.group(1)), self.template)
 
 
 def reason(error: OSError) -> str:

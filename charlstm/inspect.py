@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from charlstm import checkpoint
-from charlstm.config import InspectConfig, SamplingConfig, TrainConfig, flag
+from charlstm.config import InspectConfig, SamplingConfig, TrainConfig
 from charlstm.corpus import read_text
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError
 from charlstm.model import CharLSTM, Stepper
 from charlstm.tokenizer import Vocabulary
 
@@ -373,10 +373,10 @@ def check_view(model: CharLSTM, gate: str | None, layer: int | None, units: Sequ
         raise CharlstmError(f"a {model.config.cell} model has no {quantity!r}; choose one of {', '.join(quantities)}")
     layers, width = model.config.layers, model.config.hidden
     if layer is not None and not 0 <= layer < layers:
-        raise CharlstmError(f"{flag('layer')} must be in 0..{layers - 1}, got {layer}")
+        raise SettingError("layer", f"must be in 0..{layers - 1}, got {layer}", usage=layer < 0)
     bad = [u for u in units or () if not 0 <= u < width]
     if bad:
-        raise CharlstmError(f"{flag('unit')} must be in 0..{width - 1}, got {bad[0]}")
+        raise SettingError("unit", f"must be in 0..{width - 1}, got {bad[0]}", usage=bad[0] < 0)
     return quantity
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from charlstm import token_cache
 from charlstm.config import TrainConfig
 from charlstm.corpus import find_source
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError
 from charlstm.tokenizer import Vocabulary
 
 BASE = 0x2545F4914F6CDD1D
@@ -73,7 +73,7 @@ class Novelty:
 
     def __init__(self, tokens: Tensor, vocabulary: Vocabulary, length: int):
         if length < 1:
-            raise CharlstmError(f"--novel must be at least 1, got {length}")
+            raise SettingError("novel", f"must be at least 1, got {length}")
         self.tokens, self.vocabulary, self.length = tokens, vocabulary, length
 
     def copies(self, texts: list[str]) -> list[str | None]:
@@ -109,9 +109,11 @@ def for_run(train_config: TrainConfig | None, vocabulary: Vocabulary, length: in
     """The novelty test against the corpus a checkpoint's run trained on (its token cache),
     named by its training settings (None: a weights-only checkpoint, which names none)."""
     if train_config is None:
-        raise CharlstmError(
-            "--novel compares samples with the run's training corpus, but this checkpoint does not name one "
-            "(it holds weights only)"
+        raise SettingError(
+            "novel",
+            "compares samples with the run's training corpus, but this checkpoint does not name one "
+            "(it holds weights only)",
+            usage=False,
         )
     corpus = train_config.corpus
     try:
@@ -119,5 +121,7 @@ def for_run(train_config: TrainConfig | None, vocabulary: Vocabulary, length: in
         loaded = token_cache.load_tokens(source, vocabulary, what=f"corpus {corpus}", progress=progress)
     except CharlstmError as e:
         where = f" ({Path(corpus).resolve()} from here)" if corpus and not Path(corpus).is_absolute() else ""
-        raise CharlstmError(f"--novel needs the run's training corpus to compare with: {e}{where}") from None
+        raise SettingError(
+            "novel", f"needs the run's training corpus to compare with: {e}{where}", usage=False
+        ) from None
     return Novelty(loaded.tokens, vocabulary, length)

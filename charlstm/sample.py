@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from charlstm.config import SamplingConfig
+from charlstm.errors import SettingError
 from charlstm.model import CharLSTM, Stepper
 from charlstm.tokenizer import Vocabulary, describe_chars
 
@@ -81,11 +82,15 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-def unreachable_stops(config: SamplingConfig, vocabulary: Vocabulary) -> list[str]:
-    """Warnings for stop strings the model can never write (characters it never saw)."""
+def unreachable_stops(config: SamplingConfig, vocabulary: Vocabulary) -> list[SettingError]:
+    """Warnings for stop strings the model can never write (characters it never saw), not
+    raised: the command line and the API warn, a server refuses, each naming `stop` its way."""
     return [
-        f"--stop {stop!r} has characters the model never saw ({describe_chars(vocabulary.unknown(stop))}), "
-        "so it can never end a sample"
+        SettingError(
+            "stop",
+            f"{stop!r} has characters the model never saw ({describe_chars(vocabulary.unknown(stop))}), "
+            "so it can never end a sample",
+        )
         for stop in config.stop
         if vocabulary.unknown(stop)
     ]

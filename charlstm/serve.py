@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from charlstm import __version__
-from charlstm.config import FLAGS, InspectConfig, SamplingConfig
-from charlstm.errors import CharlstmError
+from charlstm.config import REQUEST_FIELDS, InspectConfig, SamplingConfig
+from charlstm.errors import CharlstmError, SettingError
 from charlstm.serve_batch import Batcher, GenerateRequest, Limits, Refused, Unit
 from charlstm.serve_config import ServeConfig, option
 from charlstm.serve_openai import NAMES as OPENAI_NAMES
@@ -72,21 +72,7 @@ MAX_STOPS, MAX_STOP_LENGTH = 16, 64
 """Stop strings one request may give, and their most characters: every live sample is checked
 against its stop strings at each character, in the one thread that draws for everyone."""
 
-SAMPLING_FIELDS: dict[str, str] = {
-    "prime": "a string or null",
-    "length": "an integer",
-    "temperature": "a number",
-    "top_k": "an integer",
-    "top_p": "a number",
-    "stop": "a string or a list of strings",
-    "min_length": "an integer",
-    "num_samples": "an integer",
-    "seed": "an integer or null",
-}
-"""The `SamplingConfig` settings a request may give, with the JSON type each takes; their
-meanings and defaults are `charlstm sample`'s (the dataclass's)."""
-
-GENERATE_FIELDS: dict[str, str] = SAMPLING_FIELDS | {
+GENERATE_FIELDS: dict[str, str] = REQUEST_FIELDS | {
     "stream": "true or false",
     "keep": "true or false",
     "session": "a string",
@@ -124,15 +110,6 @@ def _checked(body: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def _api_words(message: str, names: Mapping[str, str]) -> str:
-    """A library message as a request's author reads it: settings by field name, not by flag."""
-    for name in SAMPLING_FIELDS:
-        flag = FLAGS.get(name)
-        if flag:
-            message = message.replace(flag, names.get(name, name))
-    return message
-
-
 def generate_request(
     body: dict[str, Any], model: Model, config: ServeConfig, names: Mapping[str, str] | None = None
 ) -> GenerateRequest:
@@ -142,7 +119,7 @@ def generate_request(
     from charlstm.sample import check, unreachable_stops
 
     body = _checked(body, GENERATE_FIELDS)
-    settings = {name: body[name] for name in SAMPLING_FIELDS if name in body}
+    settings = {name: body[name] for name in REQUEST_FIELDS if name in body}
     if "stop" in settings:
         stops = settings["stop"] = (settings["stop"],) if isinstance(settings["stop"], str) else tuple(settings["stop"])
         if len(stops) > MAX_STOPS or max(map(len, stops), default=0) > MAX_STOP_LENGTH:
@@ -163,13 +140,15 @@ def generate_request(
     try:
         sampling = replace(SamplingConfig(), **settings)
         prime = read if session is not None else check(sampling, model.vocabulary)
+    except SettingError as e:  # named as the request names it (OpenAI's max_tokens)
+        raise Refused(400, e.spelled(lambda name: names.get(name, name))) from None
     except CharlstmError as e:
-        raise Refused(400, _api_words(str(e), names)) from None
+        raise Refused(400, str(e)) from None
     for name in ("length", "num_samples"):
         _within(name, getattr(sampling, name), name not in settings, config, names.get(name, name))
     unreachable = unreachable_stops(sampling, model.vocabulary)
     if unreachable:
-        raise Refused(400, _api_words(unreachable[0], names))
+        raise Refused(400, unreachable[0].spelled(lambda name: names.get(name, name)))
     if len(body.get("units", ())) > MAX_UNITS:
         raise Refused(400, f"units lists {len(body['units'])} units; at most {MAX_UNITS} may be traced at once")
     units = tuple(_unit(value, model) for value in body.get("units", ()))
@@ -287,7 +266,7 @@ def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], uni
         },
         "corpus": (train_config.corpus or "the default corpus") if train_config else None,
         "vocabulary": {"size": len(model.vocabulary), "characters": model.vocabulary.chars},
-        "defaults": {name: defaults[name] for name in SAMPLING_FIELDS},
+        "defaults": {name: defaults[name] for name in REQUEST_FIELDS},
         "limits": {
             option(f.name): getattr(config, f.name)
             for f in fields(ServeConfig)

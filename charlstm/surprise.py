@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from charlstm import checkpoint, corpus, token_cache
-from charlstm.config import flag
 from charlstm.device import autocast, prepare_model, resolve_device, resolve_precision
-from charlstm.errors import CharlstmError
+from charlstm.errors import SettingError
 from charlstm.evaluation import EVAL_SEQ_LEN, EVAL_STREAMS
 from charlstm.model import CharLSTM
 from charlstm.tokenizer import Vocabulary
@@ -60,7 +59,7 @@ class WorstPassages:
 def check_count(k: int) -> None:
     """Refuse a number of passages that lists nothing, before any work is done."""
     if k < 1:
-        raise CharlstmError(f"{flag('worst')} must be at least 1: it is how many passages to list, got {k}")
+        raise SettingError("worst", f"must be at least 1: it is how many passages to list, got {k}")
 
 
 def character_bits(model: CharLSTM, tokens: Tensor, device: str = "auto", precision: str = "fp32") -> Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlstm import disk
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError
 
 KEYS = "ABCDEFGH"
 OPENERS, CLOSERS = "([{<", ")]}>"
@@ -79,7 +79,7 @@ def make(task: str, chars: int, seed: int = 0) -> tuple[str, list[Probe]]:
     if task not in TASKS:
         raise CharlstmError(f"unknown synthetic task {task!r}; choose one of {', '.join(TASKS)}")
     if chars < 1:
-        raise CharlstmError(f"--chars must be at least 1, got {chars}")
+        raise SettingError("chars", f"must be at least 1, got {chars}")
     return TASKS[task](chars, seed)
 
 

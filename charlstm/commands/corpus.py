@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from charlstm.cli import _console, app
+from charlstm.commands.app import app
+from charlstm.commands.options import console
 
 
 @app.command(
@@ -56,7 +57,7 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JS
     for e in entries:
         size = e.member_bytes or e.bytes
         table.add_row(e.name, f"{size / 1e6:,.1f} MB", e.licence, e.description)
-    _console().print(table)
+    console().print(table)
 
 
 @corpus_app.command(

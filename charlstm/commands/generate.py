@@ -9,26 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.cli import _CHECKPOINT, _THREADS, EXIT_INTERRUPTED, _console, _given, _setting_option, _use_threads, app
-from charlstm.config import THREADS, help_text, parse_duration
+from charlstm.commands.app import EXIT_INTERRUPTED, app
+from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
+from charlstm.config import THREADS, SamplingConfig, flag, help_text, parse_duration
 from charlstm.errors import CharlstmError
 
 
-def _sample_option(name: str, text: str, *aliases: str) -> Any:
-    """An option for sampling setting `name`: flag and default from config.SamplingConfig."""
-    from charlstm.config import SamplingConfig
-
-    return _setting_option(SamplingConfig, name, text, *aliases)
+def _sample_option(name: str) -> Any:
+    """An option for sampling setting `name`: flag, alias, help and default from config.SamplingConfig."""
+    return setting_option(SamplingConfig, name)
 
 
-def _redraw_limit() -> str:
-    from charlstm.config import SamplingConfig, default_text
-
-    return default_text(SamplingConfig, "redraws")
-
-
-_STOP_HELP = "End a sample where it writes this (left out); repeat for more; \\n, \\t, \\\\ understood."
-_NOVEL_HELP = "Redraw a sample that repeats this many characters of the training corpus verbatim (up to {} times)."
 _JSON_HELP = "One JSON object a line per sample: text, prime, stop reason, bits/char, seed."
 
 
@@ -39,43 +30,33 @@ _JSON_HELP = "One JSON object a line per sample: text, prime, stop reason, bits/
     "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
 )
 def sample(
-    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
-    temperature: Annotated[
-        float | None, _sample_option("temperature", "0 = greedy; lower is safer, higher is wilder.", "-t")
-    ] = None,
-    top_k: Annotated[int | None, _sample_option("top_k", "Sample from the k likeliest characters; 0 = off.")] = None,
-    top_p: Annotated[
-        float | None, _sample_option("top_p", "Sample from the smallest set with this much probability; 1 = off.")
-    ] = None,
-    prime: Annotated[str | None, _sample_option("prime", "Text to continue; \\n, \\t, \\\\ understood.", "-p")] = None,
+    checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
+    temperature: Annotated[float | None, _sample_option("temperature")] = None,
+    top_k: Annotated[int | None, _sample_option("top_k")] = None,
+    top_p: Annotated[float | None, _sample_option("top_p")] = None,
+    prime: Annotated[str | None, _sample_option("prime")] = None,
     prime_file: Annotated[
         Path | None, typer.Option("--prime-file", help="Read the prime text from a file.", show_default=False)
     ] = None,
-    length: Annotated[
-        int | None, _sample_option("length", "Most new characters in a sample (all of them without --stop).", "-n")
-    ] = None,
-    num_samples: Annotated[
-        int | None, _sample_option("num_samples", "Samples drawn at once; sample k uses seed + k.", "-N")
-    ] = None,
-    stop: Annotated[list[str] | None, _sample_option("stop", _STOP_HELP)] = None,
-    min_length: Annotated[
-        int | None, _sample_option("min_length", "Characters a sample has before a stop string may end it.")
-    ] = None,
-    seed: Annotated[int | None, _sample_option("seed", "Make the samples repeatable.")] = None,
-    novel: Annotated[int | None, _sample_option("novel", _NOVEL_HELP.format(_redraw_limit()))] = None,
+    length: Annotated[int | None, _sample_option("length")] = None,
+    num_samples: Annotated[int | None, _sample_option("num_samples")] = None,
+    stop: Annotated[list[str] | None, _sample_option("stop")] = None,
+    min_length: Annotated[int | None, _sample_option("min_length")] = None,
+    seed: Annotated[int | None, _sample_option("seed")] = None,
+    novel: Annotated[int | None, _sample_option("novel")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=_JSON_HELP)] = False,
-    threads: Annotated[str, _THREADS] = THREADS,
+    threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
     """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
-    _use_threads(threads)
+    use_threads(threads)
     config = _sampling_config(dict(locals()))
     from charlstm import api
     from charlstm.progress import CorpusProgress
     from charlstm.sample import unreachable_stops
 
     model = api.load(checkpoint)
-    for message in unreachable_stops(config, model.vocabulary):
-        print(f"charlstm: warning: {message}", file=sys.stderr)
+    for problem in unreachable_stops(config, model.vocabulary):
+        print(f"charlstm: warning: {problem.spelled(flag)}", file=sys.stderr)
     if config.novel:
         with CorpusProgress() as reading:
             model.novelty(config.novel, reading)
@@ -87,7 +68,6 @@ def sample(
 
 def _sampling_config(options: dict[str, Any]) -> Any:
     """The SamplingConfig `sample`'s options ask for: escapes read, the prime file read."""
-    from charlstm.config import SamplingConfig
     from charlstm.corpus import read_text
     from charlstm.sample import unescape
 
@@ -96,14 +76,14 @@ def _sampling_config(options: dict[str, Any]) -> Any:
         raise CharlstmError("give --prime or --prime-file, not both")
     options["prime"] = read_text(prime_file, what="prime file") if prime_file is not None else prime and unescape(prime)
     options["stop"] = tuple(unescape(s) for s in options["stop"] or ())
-    return SamplingConfig(**_given(SamplingConfig, options))
+    return SamplingConfig(**given(SamplingConfig, options))
 
 
 class _Writer:
     """stdout for samples: the prime in bold cyan and headers dimmed on a terminal, plain text in a pipe."""
 
     def __init__(self) -> None:
-        self.out, self.console = sys.stdout, _console()
+        self.out, self.console = sys.stdout, console()
 
     def styled(self, text: str, style: str, end: str = "") -> None:
         if self.out.isatty():
@@ -208,7 +188,7 @@ def _serve_option(name: str, text: str) -> Any:
     "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)"
 )
 def serve(
-    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
+    checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
     host: Annotated[str | None, _serve_option("host", "Address to listen on; 0.0.0.0 = every interface.")] = None,
     port: Annotated[int | None, _serve_option("port", "Port to listen on; 0 = any free port.")] = None,
     max_body: Annotated[int | None, _serve_option("max_body", "Most bytes in a request body.")] = None,
@@ -242,8 +222,8 @@ def serve(
     from charlstm.serve_config import ServeConfig
 
     if session_ttl is not None:
-        options["session_ttl"] = parse_duration(session_ttl)
-    config = ServeConfig(**_given(ServeConfig, options))
+        options["session_ttl"] = parse_duration(session_ttl, "session_ttl")
+    config = ServeConfig(**given(ServeConfig, options))
     server = serving.start(checkpoint, config, None if quiet else partial(print, file=sys.stderr, flush=True))
     try:
         print(f"charlstm serve: {server.url} ({server.summary}); Ctrl-C stops", flush=True)

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.cli import _CHECKPOINT, _THREADS, _console, _given, _setting_option, _use_threads, app
+from charlstm.commands.app import app
+from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
 from charlstm.config import THREADS
 
 
@@ -19,7 +20,7 @@ from charlstm.config import THREADS
 )
 def evaluate(
     corpus: Annotated[Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).")],
-    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
+    checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
@@ -29,10 +30,10 @@ def evaluate(
         int | None,
         typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
     ] = None,
-    threads: Annotated[str, _THREADS] = THREADS,
+    threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
     """Score a trained model on any text: loss in nats and bits per character."""
-    _use_threads(threads)
+    use_threads(threads)
     import json
 
     from charlstm.evaluation import evaluate_corpus
@@ -62,7 +63,7 @@ def _inspect_option(name: str, text: str, *aliases: str) -> Any:
     """An option for inspection setting `name`: flag and default from config.InspectConfig."""
     from charlstm.config import InspectConfig
 
-    return _setting_option(InspectConfig, name, text, *aliases)
+    return setting_option(InspectConfig, name, text, *aliases)
 
 
 @app.command(
@@ -73,7 +74,7 @@ def _inspect_option(name: str, text: str, *aliases: str) -> Any:
     "  charlstm inspect-gates --file speech.txt --html report.html --json trace.json",
 )
 def inspect_gates(
-    checkpoint: Annotated[str | None, _CHECKPOINT] = None,
+    checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text to replay.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Replay this file.", show_default=False)] = None,
     view: Annotated[
@@ -98,27 +99,27 @@ def inspect_gates(
     json_path: Annotated[Path | None, typer.Option("--json", help="Export the raw trace as JSON.")] = None,
     npz_path: Annotated[Path | None, typer.Option("--npz", help="Export the raw trace as .npz (numpy).")] = None,
     seed: Annotated[int | None, _inspect_option("seed", "Seed for the default generated passage.")] = None,
-    threads: Annotated[str, _THREADS] = THREADS,
+    threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
     """Colour text by what chosen gates and units do, or by how surprised the model was;
     saturation stats, a unit finder, and the model's top guesses for each character."""
-    _use_threads(threads)
+    use_threads(threads)
     from charlstm import inspect, inspect_render
     from charlstm.config import InspectConfig
 
-    config = InspectConfig(**_given(InspectConfig, locals()))
+    config = InspectConfig(**given(InspectConfig, locals()))
     inspect_render.check_view(view)
     outputs = inspect_render.Outputs(html_path, json_path, npz_path)
     outputs.check()
     report = inspect.inspect_gates(checkpoint, config, text, file, layer, unit, skip_unknown, outputs.exporting)
-    console = _console()
+    screen = console()
     if sys.stdout.isatty():
         for part in inspect_render.terminal(report, view):
-            console.print(part)
+            screen.print(part)
     else:
         sys.stdout.write(inspect_render.plain(report, view))
         sys.stdout.flush()
-    beside = console if sys.stdout.isatty() else _console(stderr=True)
+    beside = screen if sys.stdout.isatty() else console(stderr=True)
     for table in inspect_render.tables(report, view):
         beside.print(table)
     for path in outputs.write(report, f"charlstm inspect-gates: {report.source}"):

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from charlstm.cli import _console, app
+from charlstm.commands.app import app
+from charlstm.commands.options import console
 
 
 @app.command(
@@ -33,7 +34,7 @@ def list_runs(
     elif not summaries:
         print(f"no runs under {folder}/ yet; start one with: charlstm train", file=sys.stderr)
     elif sys.stdout.isatty():
-        _console().print(history.render_table(summaries))
+        console().print(history.render_table(summaries))
     else:
         sys.stdout.write(history.render_plain(summaries))
 

@@ -9,11 +9,12 @@ from typing import Annotated
 
 import typer
 
-from charlstm.cli import _THREADS, _busy_hint, _given, _setting_option, _use_threads, app
+from charlstm.commands.app import app
+from charlstm.commands.options import THREADS_OPTION, busy_hint, given, setting_option, use_threads
 from charlstm.config import THREADS, ModelConfig, TrainConfig, parse_duration
 
-_train_option = partial(_setting_option, TrainConfig)
-_model_option = partial(_setting_option, ModelConfig)
+_train_option = partial(setting_option, TrainConfig)
+_model_option = partial(setting_option, ModelConfig)
 _SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --max-steps is given."
 _CORPUS_HELP = "UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source."
 _VAL_CHARS_HELP = "Held-out chars each evaluation scores (the same ones); 0 = all."
@@ -58,13 +59,13 @@ def train(
     checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder holding the runs.")] = Path("checkpoints"),
     keep_freed_memory: Annotated[bool, typer.Option(help=_KEEP_MEMORY_HELP)] = True,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help=_TENSORBOARD_HELP)] = False,
-    threads: Annotated[str, _THREADS] = THREADS,
+    threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
     """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
-    in_use = _use_threads(threads)
+    in_use = use_threads(threads)
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     del options["in_use"]
-    busy = _busy_hint(in_use)  # read before this run's own work raises the load
+    busy = busy_hint(in_use)  # read before this run's own work raises the load
     from charlstm import runs
     from charlstm.device import keep_freed_memory as keep_memory
     from charlstm.progress import CorpusProgress, TrainingPrinter
@@ -76,9 +77,9 @@ def train(
     printer = TrainingPrinter(interactive=sys.stderr.isatty())
     listener = _with_tensorboard(printer) if tensorboard else printer  # refused before any run folder exists
     with CorpusProgress() as reading:
-        given = _given(ModelConfig, options), _given(TrainConfig, options)
+        settings = given(ModelConfig, options), given(TrainConfig, options)
         named = str(corpus) if corpus is not None else None
-        trainer = runs.from_options(named, *given, resume, init_from, checkpoints, reading)
+        trainer = runs.from_options(named, *settings, resume, init_from, checkpoints, reading)
     if trainer.ranks.main:
         for kind, line in (("warning", trainer.space_warning()), ("note", busy)):
             if line:

@@ -1,0 +1,41 @@
+"""The Typer app every command registers on, and the exit codes `cli.main` gives.
+
+Apart from `cli.py` so that the commands can import it while `cli.py` imports the commands:
+the arrows go `cli -> commands -> app`, never back.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from charlstm import __version__
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+"""Anything else; an option or argument that is malformed or out of range; Ctrl-C."""
+
+app = typer.Typer(
+    name="charlstm",
+    help="Train character-level LSTM language models, stream samples, and see inside the gates.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charlstm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set CHARLSTM_DEBUG=1).")] = False,
+) -> None:
+    """`--debug` is read by `main` before parsing, so that it also covers parsing errors."""
