@@ -111,7 +111,7 @@ def test_a_stop_string_the_model_cannot_write_is_warned_about(model):
 
 
 def test_bad_settings_are_one_clear_error(model):
-    with pytest.raises(CharlstmError, match="--num-samples must be at least 1"):
+    with pytest.raises(CharlstmError, match="^num_samples must be at least 1"):
         model.generate(num_samples=0)
     with pytest.raises(CharlstmError, match="charlstm.train has no option hiden"):
         charlstm.train("corpus.txt", hiden=64)

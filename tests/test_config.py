@@ -21,7 +21,7 @@ from charlstm.config import (
     format_duration,
     parse_duration,
 )
-from charlstm.errors import CharlstmError
+from charlstm.errors import SettingError
 
 
 def test_the_config_module_does_not_import_torch():
@@ -37,30 +37,35 @@ def test_every_setting_is_an_option_or_says_it_is_none():
 
 
 def test_a_setting_no_option_sets_is_named_as_a_setting_not_as_a_flag():
-    """ModelConfig used to say '--vocab_size must be at least 1': there is no such flag."""
-    with pytest.raises(CharlstmError) as error:
+    """ModelConfig used to say '--vocab_size must be at least 1': there is no such flag. Python
+    reads the keyword; the command line's spelling says plainly that no option sets it."""
+    with pytest.raises(SettingError) as error:
         ModelConfig(vocab_size=0)
-    assert "--vocab" not in str(error.value)
-    assert str(error.value).startswith("vocab_size (") and "no option sets it" in str(error.value)
+    assert str(error.value) == "vocab_size must be at least 1, got 0"
+    spelled = error.value.spelled(flag)
+    assert spelled.startswith("vocab_size (") and "no option sets it" in spelled
     assert flag("batch_size") == "--batch-size" and flag("vocab_size") == NOT_OPTIONS["vocab_size"]
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
-        ({"warmup_steps": -1}, "--warmup-steps must be >= 0, got -1"),
-        ({"val_frac": 1.0}, "--val-frac must be in [0, 1), got 1.0"),
-        ({"device": "tpu"}, "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
-        ({"precision": "fp16"}, "--precision must be auto, fp32 or bf16, got 'fp16'"),
-        ({"batching": "shuffled"}, "--batching must be stream or random, got 'shuffled'"),
-        ({"lr": float("inf")}, "--lr must be a positive number, got inf"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0, got -1"),
+        ({"val_frac": 1.0}, "val_frac must be in [0, 1), got 1.0"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        ({"precision": "fp16"}, "precision must be auto, fp32 or bf16, got 'fp16'"),
+        ({"batching": "shuffled"}, "batching must be stream or random, got 'shuffled'"),
+        ({"lr": float("inf")}, "lr must be a positive number, got inf"),
     ],
 )
-def test_bad_training_settings_are_named_by_their_option(settings, message):
-    with pytest.raises(CharlstmError) as error:
+def test_bad_training_settings_are_named_by_keyword_and_spelled_as_options(settings, message):
+    """Python callers read the keyword; the command line spells the same error with the flag."""
+    with pytest.raises(SettingError) as error:
         TrainConfig(**settings)
-    assert str(error.value) == message
+    name = next(iter(settings))
+    assert str(error.value) == message and error.value.name == name
+    assert error.value.spelled(flag) == message.replace(name, flag(name), 1)
 
 
 def test_cuda_with_an_index_is_a_device_name():
@@ -82,9 +87,9 @@ def test_defaults_are_written_as_a_person_types_them():
 
 
 def test_inspect_settings_are_checked():
-    with pytest.raises(CharlstmError, match="--length must be at least 1"):
+    with pytest.raises(SettingError, match="^length must be at least 1"):
         InspectConfig(length=0)
-    with pytest.raises(CharlstmError, match="--show must be >= 0"):
+    with pytest.raises(SettingError, match="^show must be >= 0"):
         InspectConfig(show=-1)
 
 

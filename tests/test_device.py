@@ -77,9 +77,9 @@ def test_auto_precision_on_cuda_asks_the_gpu_the_run_uses(monkeypatch):
 
 def test_other_devices_never_pick_bf16_and_refuse_it_on_mps():
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
-    with pytest.raises(CharlstmError, match="--precision bf16 is not supported on MPS"):
+    with pytest.raises(CharlstmError, match="^precision bf16 is not supported on MPS"):
         resolve_precision("bf16", torch.device("mps"))
-    with pytest.raises(CharlstmError, match="--precision must be auto, fp32 or bf16, got 'fp16'"):
+    with pytest.raises(CharlstmError, match="^precision must be auto, fp32 or bf16, got 'fp16'"):
         resolve_precision("fp16", CPU)
 
 
@@ -100,7 +100,7 @@ def test_auto_precision_on_cuda_counts_compute_capability_not_emulation(monkeypa
 def test_a_gpu_this_process_cannot_see_is_one_clear_line(monkeypatch):
     """--device cuda:7 on a one-GPU machine failed later with CUDA's 'invalid device ordinal'."""
     fake_cuda(monkeypatch, 1)
-    with pytest.raises(CharlstmError, match=r"--device cuda:7 asks for GPU 7, but this process sees 1 GPU \(cuda:0\)"):
+    with pytest.raises(CharlstmError, match=r"^device cuda:7 asks for GPU 7, but this process sees 1 GPU \(cuda:0\)"):
         resolve_device("cuda:7")
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     fake_cuda(monkeypatch, 2)
@@ -115,7 +115,7 @@ def test_each_torchrun_rank_computes_on_its_local_gpu_and_refuses_one_it_cannot_
     assert Ranks(3, 4, 1).place(torch.device("cuda")) == torch.device("cuda:1")
     assert Ranks(1, 2, 1).place(torch.device("cuda:1")) == torch.device("cuda:1")
     assert Ranks(1, 2, 1).place(CPU) == CPU
-    with pytest.raises(CharlstmError, match="--device cuda:1 cannot be used under torchrun"):
+    with pytest.raises(CharlstmError, match="^device cuda:1 cannot be used under torchrun"):
         Ranks(0, 2, 0).place(torch.device("cuda:1"))  # before, the model went to GPU 1 and DDP was told GPU 0
     with pytest.raises(CharlstmError, match="torchrun started process 2 on this machine, but it sees 2 GPU"):
         Ranks(2, 3, 2).place(torch.device("cuda"))

@@ -70,7 +70,7 @@ def test_a_distributed_run_resumes_where_it_stopped(runs):
 def test_each_rank_trains_its_own_streams_of_the_global_batch():
     shares = [Ranks(rank, 4).rows(32) for rank in range(4)]
     assert [(s.start, s.stop) for s in shares] == [(0, 8), (8, 16), (16, 24), (24, 32)]
-    with pytest.raises(CharlstmError, match="--batch-size 30 must divide evenly among 4 processes"):
+    with pytest.raises(CharlstmError, match="^batch_size 30 must divide evenly among 4 processes"):
         Ranks(0, 4).check_batch(30)
 
 

@@ -41,7 +41,7 @@ def no_bf16_lstm_kernel(monkeypatch):
 def test_bf16_asked_for_without_the_kernel_is_one_line_naming_what_to_use(no_bf16_lstm_kernel):
     assert not bf16_kernels_run(CPU, "lstm")
     assert bf16_kernels_run(CPU, "gru"), "only the missing kernel counts against bf16"
-    with pytest.raises(CharlstmError, match=r"--precision bf16: this CPU has no bf16 kernel for the lstm recurrence"):
+    with pytest.raises(CharlstmError, match=r"^precision bf16: this CPU has no bf16 kernel for the lstm recurrence"):
         resolve_precision("bf16", CPU, "lstm")
     assert resolve_precision("bf16", CPU, "gru") == "bf16"
 

@@ -103,7 +103,7 @@ def test_redraws_stop_at_the_limit():
 def test_a_run_whose_corpus_is_gone_is_one_clear_error(tmp_path):
     vocabulary = Vocabulary.from_text("ab")
     settings = TrainConfig(corpus=str(tmp_path / "gone.txt"))
-    with pytest.raises(CharlstmError, match="--novel needs the run's training corpus.*gone.txt does not exist"):
+    with pytest.raises(CharlstmError, match="^novel needs the run's training corpus.*gone.txt does not exist"):
         for_run(settings, vocabulary, 8)
     with pytest.raises(CharlstmError, match="weights only"):
         for_run(None, vocabulary, 8)

@@ -16,7 +16,7 @@ def test_a_number_is_taken_as_given_and_auto_leaves_torchs_choice():
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5", ""])
 def test_bad_thread_counts_are_refused(bad):
-    with pytest.raises(CharlstmError, match="--threads must be auto or a number of threads"):
+    with pytest.raises(CharlstmError, match="^threads must be auto or a number of threads"):
         threads.choose(bad)
 
 

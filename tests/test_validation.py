@@ -162,9 +162,9 @@ def test_val_chars_may_change_on_resume_and_is_checked(tmp_path, small_corpus):
     trainer.run()
     resumed = resume(str(trainer.run_dir), {"max_steps": 20, "val_chars": 500})
     assert resumed.validation_scored()["characters"] < 500
-    with pytest.raises(CharlstmError, match="--val-chars must be >= 0"):
+    with pytest.raises(CharlstmError, match="^val_chars must be >= 0"):
         replace(TrainConfig(), val_chars=-1)
-    with pytest.raises(CharlstmError, match="--final-val must be bounded or whole, got 'all'"):
+    with pytest.raises(CharlstmError, match="^final_val must be bounded or whole, got 'all'"):
         replace(TrainConfig(), final_val="all")
 
 
