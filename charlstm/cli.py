@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as e:
         context = getattr(e, "ctx", None)
         hint = f" (see: {context.command_path} --help)" if context and context.info_name != "charlstm" else ""
-        _report((e.format_message() or "missing command; the commands are listed by: charlstm --help") + hint)
+        root = "" if hint else "; the commands are listed by: charlstm --help"  # bare `charlstm` also printed them
+        _report((e.format_message() or f"missing command{root}") + hint)
         code = EXIT_USAGE
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -321,6 +321,12 @@ def find_runs(root: Path) -> list[Run]:
 
 
 def newest_run(root: Path) -> Run:
+    """The run a command that takes run folders uses when given none; a missing `root` is
+    said as such, not with `find_runs`' advice, which is for `charlstm runs`."""
+    if not root.is_dir():
+        raise CharlstmError(
+            f"no runs under {root}/ (there is no such folder); name run folders, or train one: charlstm train"
+        )
     runs = find_runs(root)
     if not runs:
         raise CharlstmError(f"no runs under {root}/ yet; train one: charlstm train")

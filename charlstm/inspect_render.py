@@ -432,6 +432,11 @@ class Outputs:
     npz: Path | None = None
 
     @property
+    def named(self) -> bool:
+        """Whether any file (page or trace) was asked for."""
+        return self.html is not None or self.exporting
+
+    @property
     def exporting(self) -> bool:
         """Whether the raw trace is exported (then every character's values are kept)."""
         return self.json is not None or self.npz is not None

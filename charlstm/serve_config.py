@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from charlstm.errors import CharlstmError
+from charlstm.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,16 @@ class ServeConfig:
     """The key /v1/* requests must carry (`Authorization: Bearer KEY`); None: no key asked."""
 
     def __post_init__(self) -> None:
+        """Refusals name the keyword (`max_body must be ...`); `charlstm serve` spells the option."""
         if not 0 <= self.port <= 65535:
-            raise CharlstmError(f"{option('port')} must be in 0..65535 (0: any free port), got {self.port}")
+            raise SettingError("port", f"must be in 0..65535 (0: any free port), got {self.port}")
         for name in ("max_body", "max_length", "max_samples", "max_rows", "max_sessions"):
             if getattr(self, name) < 1:
-                raise CharlstmError(f"{option(name)} must be at least 1, got {getattr(self, name)}")
+                raise SettingError(name, f"must be at least 1, got {getattr(self, name)}")
         if not self.session_ttl > 0:
-            raise CharlstmError(f"{option('session_ttl')} must be above 0, got {self.session_ttl:g}")
+            raise SettingError("session_ttl", f"must be above 0, got {self.session_ttl:g}")
         if self.api_key is not None and not self.api_key.strip():
-            raise CharlstmError(f"{option('api_key')} is empty; give a key, or leave it out for none")
+            raise SettingError("api_key", "is empty; give a key, or leave it out for none")
 
 
 def option(name: str) -> str:

@@ -51,12 +51,12 @@ BAD_INPUTS = [
     (["train", "{corpus}", "--val-frac", "1.0"], "--val-frac must be in [0, 1)"),
     (["train", "{corpus}", "--val-frac", "0.0001"], "validation split"),
     (["train", "{corpus}", "--device", "tpu"], "--device must be"),
-    (["train", "{corpus}", "--cell", "transformer"], "unknown cell"),
+    (["train", "{corpus}", "--cell", "transformer"], "--cell must be lstm, gru, indylstm or rnn"),
     (["train", "{corpus}", "--max-time", "soon"], "duration"),
     (["train", "{corpus}", "--lr", "nan"], "--lr must be a positive number"),
     (["train", "{corpus}", "--dropout", "1"], "--dropout must be in [0, 1)"),
-    (["train", "{corpus}", "--errors", "bogus"], "unknown --errors 'bogus'"),
-    (["train", "{corpus}", "--encoding", "klingon"], "unknown encoding 'klingon'"),
+    (["train", "{corpus}", "--errors", "bogus"], "--errors must be strict, replace or ignore, got 'bogus'"),
+    (["train", "{corpus}", "--encoding", "klingon"], "--encoding names no encoding this Python knows: 'klingon'"),
     (["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/missing.txt"], "prime file"),
     (["train", "{corpus}", "--layers", "two"], "--layers"),
     (["train", "--resume", "{bad}/runs"], "no last.pt"),
@@ -436,5 +436,5 @@ def test_sample_on_a_terminal_shows_the_prime_in_colour_and_headers_dimmed(train
         assert exit_info.value.code == 0
     out = terminal.getvalue()
     assert out.startswith("\x1b[1;36mAB\x1b[0m"), repr(out[:40])
-    assert "\x1b[2m--- sample 1 of 2, seed 1 ---\x1b[0m\n\x1b[1;36mAB\x1b[0m" in out
-    assert "\x1b[2m--- sample 2 of 2, seed 2 ---\x1b[0m\n" in out
+    assert "\x1b[2m--- sample 0 (0 to 1), seed 1 ---\x1b[0m\n\x1b[1;36mAB\x1b[0m" in out
+    assert "\x1b[2m--- sample 1 (0 to 1), seed 2 ---\x1b[0m\n" in out

@@ -392,11 +392,25 @@ def test_many_samples_as_json_lines(capsys, trained_run):
 def test_piped_samples_are_printed_whole_under_a_numbered_line(capsys, trained_run):
     code, out, _ = invoke(capsys, "sample", "-c", str(trained_run), "-N", "3", "-n", "30", "-p", "The", "--seed", "1")
     assert code == 0
-    first, *parts = re.split(r"--- sample (\d) of 3, seed (\d+) ---\n", out)
-    blocks = sorted(zip(parts[0::3], parts[1::3], parts[2::3], strict=True))
-    assert first == "" and [b[:2] for b in blocks] == [("1", "1"), ("2", "2"), ("3", "3")]
+    first, *parts = re.split(r"--- sample (\d) \(0 to 2\), seed (\d+) ---\n", out)
+    blocks = list(zip(parts[0::3], parts[1::3], parts[2::3], strict=True))
+    assert first == "" and [b[:2] for b in blocks] == [("0", "1"), ("1", "2"), ("2", "3")]
     samples, _ = sample_json(capsys, trained_run, "-N", "3", "-n", "30", "-p", "The", "--seed", "1")
     assert [block for _, _, block in blocks] == ["The" + s["text"] + "\n" for s in samples]
+
+
+def test_samples_that_end_out_of_order_are_printed_in_order_counted_as_json_counts(capsys, trained_run):
+    """Samples cut by a stop string end in any order; they used to be printed as they ended
+    (1, 4, 3, 2), under 1-based headers while JSON counted from 0."""
+    args = ("-N", "6", "--seed", "7", "-n", "40", "--stop", "\\n", "-p", "\\n")
+    code, out, _ = invoke(capsys, "sample", "-c", str(trained_run), "--json", *args)
+    samples = [json.loads(line) for line in out.splitlines()]
+    lengths = [s["characters"] for s in samples]
+    assert lengths != sorted(lengths), "the samples must end out of order for this test to mean anything"
+    assert code == 0 and [s["sample"] for s in samples] == list(range(6))
+    code, out, _ = invoke(capsys, "sample", "-c", str(trained_run), *args)
+    assert code == 0
+    assert re.findall(r"--- sample (\d) \(0 to 5\), seed (\d+) ---", out) == [(str(k), str(7 + k)) for k in range(6)]
 
 
 def test_many_samples_on_a_terminal(trained_run, tmp_path):
@@ -414,7 +428,7 @@ def test_many_samples_on_a_terminal(trained_run, tmp_path):
     os.close(controller)
     assert process.wait(timeout=120) == 0
     text = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
-    assert all(f"sample {k} of 3" in text for k in (1, 2, 3)) and text.count("ROMEO:") == 3
+    assert all(f"sample {k} (0 to 2)" in text for k in (0, 1, 2)) and text.count("ROMEO:") == 3
 
 
 def _read(fd: int) -> bytes:

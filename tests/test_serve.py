@@ -715,7 +715,7 @@ def test_the_command_refuses_bad_settings_in_one_line(trained_run: Path, tmp_pat
     from tests.helpers import run_cli
 
     result = run_cli("serve", "--checkpoint", str(trained_run), "--max-length", "0", timeout=TIMEOUT * 2)
-    assert result.returncode == 1 and result.stderr.strip() == "charlstm: error: --max-length must be at least 1, got 0"
+    assert result.returncode == 2 and result.stderr.strip() == "charlstm: error: --max-length must be at least 1, got 0"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -8,16 +8,19 @@ from typing import Annotated
 
 import typer
 
-from charlstm.commands.app import app
+from charlstm.commands.app import Command, app
 from charlstm.commands.options import console
 
 
 @app.command(
-    epilog="Examples:\n\n  charlstm synth copy copy.txt\n\n  charlstm synth brackets brackets.txt --chars 2000000"
+    cls=Command,
+    epilog="Examples:\n\n  charlstm synth copy copy.txt\n\n  charlstm synth brackets brackets.txt --chars 2000000",
 )
 def synth(
-    task: Annotated[str, typer.Argument(help="copy (recall a key across a long gap) or brackets (nested matching).")],
-    out: Annotated[Path, typer.Argument(help="File to write; an existing file is never overwritten.")],
+    task: Annotated[
+        str, typer.Argument(help="copy (recall a key across a long gap) or brackets (nested matching).", metavar="TASK")
+    ],
+    out: Annotated[Path, typer.Argument(help="File to write; an existing file is never overwritten.", metavar="OUT")],
     chars: Annotated[int, typer.Option("--chars", help="About this many characters.")] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same text.")] = 0,
 ) -> None:
@@ -36,7 +39,9 @@ app.add_typer(corpus_app, name="corpus")
 
 
 @corpus_app.command(
-    "list", epilog="Examples:\n\n  charlstm corpus list\n\n  charlstm corpus list --json | jq -r '.[].name'"
+    "list",
+    cls=Command,
+    epilog="Examples:\n\n  charlstm corpus list\n\n  charlstm corpus list --json | jq -r '.[].name'",
 )
 def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False) -> None:
     """The corpora `charlstm corpus get` can fetch, from corpora/catalogue.json."""
@@ -62,10 +67,11 @@ def corpus_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JS
 
 @corpus_app.command(
     "get",
+    cls=Command,
     epilog="Examples:\n\n  charlstm corpus get tinyshakespeare\n\n  charlstm corpus get enwik8 --to data/",
 )
 def corpus_get(
-    name: Annotated[str, typer.Argument(help="A name from `charlstm corpus list`.")],
+    name: Annotated[str, typer.Argument(help="A name from `charlstm corpus list`.", metavar="NAME")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write the corpus into.")] = Path("."),
 ) -> None:
     """Download a standard corpus; it keeps its name only if its SHA-256 matches the catalogue."""

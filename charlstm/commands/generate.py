@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.commands.app import EXIT_INTERRUPTED, app
+from charlstm.commands.app import EXIT_INTERRUPTED, Command, app
 from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
 from charlstm.config import THREADS, SamplingConfig, flag, help_text, parse_duration
 from charlstm.errors import CharlstmError
@@ -24,10 +24,11 @@ _JSON_HELP = "One JSON object a line per sample: text, prime, stop reason, bits/
 
 
 @app.command(
+    cls=Command,
     epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
     "  charlstm sample -N 20 --stop '\\n' --seed 1\n\n"
     "  charlstm sample -N 20 --stop '\\n' --novel 12 --json\n\n"
-    "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less"
+    "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less",
 )
 def sample(
     checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
@@ -109,23 +110,28 @@ def _stream_one(model: Any, config: Any) -> None:
 
 
 def _print_samples(model: Any, config: Any, as_json: bool) -> None:
-    """Samples drawn as one batch, each printed whole as it ends: as text under a header
-    each, or one JSON object a line; then, with --novel, a line on what was redrawn."""
+    """Samples drawn as one batch, printed whole and in order (sample k as soon as samples 0
+    to k have ended): as text under a header each, or one JSON object a line; then, with
+    --novel, a line on what was redrawn. Samples are counted from 0, as JSON's `sample`
+    and the seed rule (sample k uses seed + k) count them."""
     import json
 
     from charlstm.sample import prime_of
 
-    first = prime_of(config, model.vocabulary)
-    writer, drawn = _Writer(), []
-    for s in model.samples(config):
-        drawn.append(s)
-        if as_json:
-            writer.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
-            continue
-        if config.num_samples > 1:
-            writer.styled(f"--- sample {s.index + 1} of {config.num_samples}, seed {s.seed} ---", "dim", end="\n")
-        writer.styled(first if first.strip() or config.num_samples == 1 else "", "bold cyan")
-        writer.write(s.text + "\n")
+    first, last = prime_of(config, model.vocabulary), config.num_samples - 1
+    writer, drawn, waiting = _Writer(), [], {}
+    for finished in model.samples(config):
+        waiting[finished.index] = finished
+        while len(drawn) in waiting:
+            s = waiting.pop(len(drawn))
+            drawn.append(s)
+            if as_json:
+                writer.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+                continue
+            if last:
+                writer.styled(f"--- sample {s.index} (0 to {last}), seed {s.seed} ---", "dim", end="\n")
+            writer.styled(first if first.strip() or not last else "", "bold cyan")
+            writer.write(s.text + "\n")
     if config.novel:
         print(_novelty_summary(config, drawn), file=sys.stderr)
 
@@ -133,7 +139,7 @@ def _print_samples(model: Any, config: Any, as_json: bool) -> None:
 def _novelty_summary(config: Any, drawn: list) -> str:
     """One line: how many samples --novel redrew, and which still repeat the corpus."""
     redrawn = [s for s in drawn if s.redraws]
-    still = sorted(s.index + 1 for s in drawn if s.novel is False)
+    still = sorted(s.index for s in drawn if s.novel is False)
     line = (
         f"--novel {config.novel}: {len(redrawn)} of {len(drawn)} samples redrawn "
         f"({sum(s.redraws for s in drawn)} redraws in all); "
@@ -147,14 +153,17 @@ def _novelty_summary(config: Any, drawn: list) -> str:
 
 
 @app.command(
+    cls=Command,
     epilog="Examples:\n\n  charlstm export --onnx model.onnx\n\n"
     "  charlstm export checkpoints/corpus-20261124-101500 --html model.html\n\n"
-    "  charlstm export run/best.pt --onnx model.onnx --html model.html --force"
+    "  charlstm export run/best.pt --onnx model.onnx --html model.html --force",
 )
 def export(
     run: Annotated[
         str | None,
-        typer.Argument(help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False),
+        typer.Argument(
+            help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False, metavar="RUN"
+        ),
     ] = None,
     onnx: Annotated[
         Path | None,
@@ -183,9 +192,10 @@ def _serve_option(name: str, text: str) -> Any:
 
 
 @app.command(
+    cls=Command,
     epilog="Examples:\n\n  charlstm serve\n\n  charlstm serve --checkpoint checkpoints/run --port 8080\n\n"
     '  curl -N localhost:8000/generate -d \'{"prime": "ROMEO:", "length": 300, "stream": true}\'\n\n'
-    "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)"
+    "  charlstm serve --host 0.0.0.0 --max-rows 64    (every interface: put a proxy with authentication in front)",
 )
 def serve(
     checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,

@@ -8,18 +8,21 @@ from typing import Annotated, Any
 
 import typer
 
-from charlstm.commands.app import app
+from charlstm.commands.app import Command, app
 from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
 from charlstm.config import THREADS
 
 
 @app.command(
     "eval",
+    cls=Command,
     epilog="Examples:\n\n  charlstm eval test.txt\n\n"
     "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json",
 )
 def evaluate(
-    corpus: Annotated[Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).")],
+    corpus: Annotated[
+        Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).", metavar="CORPUS")
+    ],
     checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Drop characters the model never saw.")] = False,
@@ -68,6 +71,7 @@ def _inspect_option(name: str, text: str, *aliases: str) -> Any:
 
 @app.command(
     "inspect-gates",
+    cls=Command,
     epilog="Examples:\n\n  charlstm inspect-gates\n\n"
     "  charlstm inspect-gates --gate forget --layer 1 --unit 3 --unit 17\n\n"
     "  charlstm inspect-gates --view surprise --file speech.txt\n\n"
@@ -116,7 +120,7 @@ def inspect_gates(
     if sys.stdout.isatty():
         for part in inspect_render.terminal(report, view):
             screen.print(part)
-    else:
+    elif not outputs.named:  # a pipe gets the values only when no file was asked for instead
         sys.stdout.write(inspect_render.plain(report, view))
         sys.stdout.flush()
     beside = screen if sys.stdout.isatty() else console(stderr=True)

@@ -8,19 +8,20 @@ from typing import Annotated
 
 import typer
 
-from charlstm.commands.app import app
+from charlstm.commands.app import Command, app
 from charlstm.commands.options import console
 
 
 @app.command(
     "runs",
+    cls=Command,
     epilog="Examples:\n\n  charlstm runs\n\n  charlstm runs elsewhere/checkpoints\n\n"
     "  charlstm runs --json | jq -r '.[0].path'",
 )
 def list_runs(
-    folder: Annotated[Path, typer.Argument(help="The folder holding the runs, or one run folder.")] = Path(
-        "checkpoints"
-    ),
+    folder: Annotated[
+        Path, typer.Argument(help="The folder holding the runs, or one run folder.", metavar="FOLDER")
+    ] = Path("checkpoints"),
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, newest first.")] = False,
 ) -> None:
     """Every run, newest first: model, steps, time, best validation bits/char, status, a sparkline."""
@@ -41,6 +42,7 @@ def list_runs(
 
 @app.command(
     "report",
+    cls=Command,
     epilog="Examples:\n\n  charlstm report --html report.html\n\n"
     "  charlstm report checkpoints/lstm-run checkpoints/gru-run --html compare.html",
 )
@@ -50,7 +52,9 @@ def report_page(
     ],
     runs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Run folders; several share each chart. Default: the newest run.", show_default=False),
+        typer.Argument(
+            help="Run folders; several share each chart. Default: the newest run.", show_default=False, metavar="RUN"
+        ),
     ] = None,
 ) -> None:
     """One page of loss curves, learning rate, samples and settings; several runs overlaid."""

@@ -5,17 +5,29 @@ from __future__ import annotations
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from charlstm.commands.app import app
+from charlstm.commands.app import Command, app
 from charlstm.commands.options import THREADS_OPTION, busy_hint, given, setting_option, use_threads
-from charlstm.config import THREADS, ModelConfig, TrainConfig, parse_duration
+from charlstm.config import FLAGS, THREADS, ModelConfig, TrainConfig, default_text, parse_duration
 
 _train_option = partial(setting_option, TrainConfig)
 _model_option = partial(setting_option, ModelConfig)
-_SIZED = ", sized for --max-time unless --layers, --hidden, --batch-size or --max-steps is given."
+
+
+def _sized_option(config: type, name: str, text: str, *aliases: str) -> Any:
+    """An option a time-budgeted run sizes when none of the shape, batch and step options is
+    given: its help shows that, and the field's default only for where it applies."""
+    return typer.Option(
+        FLAGS[name],
+        *aliases,
+        help=f"{text} \\[default: sized for the budget, or {default_text(config, name)} with --max-steps]",
+        show_default=False,
+    )
+
+
 _CORPUS_HELP = "UTF-8 text file, folder or quoted glob. Default: Python's own standard-library source."
 _VAL_CHARS_HELP = "Held-out chars each evaluation scores (the same ones); 0 = all."
 _FINAL_VAL_HELP = "whole: score all held-out chars once more when the run ends."
@@ -24,20 +36,21 @@ _TENSORBOARD_HELP = "Also write TensorBoard event files into the run folder."
 
 
 @app.command(
+    cls=Command,
     epilog="Examples:\n\n  charlstm train\n\n  charlstm train corpus.txt --max-time 10m\n\n"
     "  charlstm train corpus.txt --cell gru --layers 3 --hidden 512\n\n"
-    "  charlstm train --resume checkpoints/corpus-20261124-101500"
+    "  charlstm train --resume checkpoints/corpus-20261124-101500",
 )
 def train(
-    corpus: Annotated[Path | None, typer.Argument(help=_CORPUS_HELP, show_default=False)] = None,
+    corpus: Annotated[Path | None, typer.Argument(help=_CORPUS_HELP, show_default=False, metavar="CORPUS")] = None,
     max_time: Annotated[str | None, _train_option("max_time", "Time budget: 90s, 10m, 2h; 0 = no limit.")] = None,
     max_steps: Annotated[int | None, _train_option("max_steps", "Step budget; 0 = no limit.")] = None,
     cell: Annotated[str | None, _model_option("cell", "lstm, gru, indylstm or rnn.")] = None,
     layers: Annotated[int | None, _model_option("layers", "Recurrent layers.")] = None,
-    hidden: Annotated[int | None, _model_option("hidden", f"Units per layer{_SIZED}")] = None,
+    hidden: Annotated[int | None, _sized_option(ModelConfig, "hidden", "Units per layer.")] = None,
     embedding: Annotated[int | None, _model_option("embedding", "Character embedding size.")] = None,
     dropout: Annotated[float | None, _model_option("dropout", "Dropout between layers and before the decoder.")] = None,
-    batch_size: Annotated[int | None, _train_option("batch_size", f"Parallel streams{_SIZED}", "-b")] = None,
+    batch_size: Annotated[int | None, _sized_option(TrainConfig, "batch_size", "Parallel streams.", "-b")] = None,
     seq_len: Annotated[int | None, _train_option("seq_len", "Characters per truncated-BPTT window.")] = None,
     batching: Annotated[str | None, _train_option("batching", "stream (carry state) or random chunks.")] = None,
     lr: Annotated[float | None, _train_option("lr", "Peak learning rate (AdamW).")] = None,
@@ -61,7 +74,9 @@ def train(
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help=_TENSORBOARD_HELP)] = False,
     threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
-    """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/."""
+    """Train a model on a text file; checkpoints go to checkpoints/<corpus>-<time>/.
+
+    The log goes to stderr; stdout gets one line when the run ends, its folder."""
     in_use = use_threads(threads)
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     del options["in_use"]
@@ -87,6 +102,7 @@ def train(
     result = runs.run_to_end(trainer, listener)
     if trainer.ranks.main:
         printer.finished(trainer.run_dir, result)
+        print(trainer.run_dir)  # stdout's one line, for scripts: run=$(charlstm train ...)
 
 
 def _with_tensorboard(printer):
