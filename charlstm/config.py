@@ -27,6 +27,7 @@ DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # command; `flag` names them as settings, and NOT_OPTIONS says why where a user may meet one.
 FLAGS: dict[str, str] = {
     "corpus": "CORPUS",
+    "task": "TASK",
     "encoding": "--encoding",
     "errors": "--errors",
     "batch_size": "--batch-size",
@@ -177,7 +178,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, ("batch_size", "seq_len", "eval_every"), 1)
-        _at_least(self, ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay", "val_chars"), 0)
+        _at_least(
+            self, ("max_steps", "max_time", "sample_every", "warmup_steps", "weight_decay", "grad_clip", "val_chars"), 0
+        )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SettingError("lr", f"must be a positive number, got {self.lr}")
         if not 0 < self.eval_share <= 1:

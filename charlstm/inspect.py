@@ -370,7 +370,13 @@ def check_view(model: CharLSTM, gate: str | None, layer: int | None, units: Sequ
     quantities = quantities_of(model)
     quantity = gate or ("cell" if "cell" in quantities else "hidden")
     if quantity not in quantities:
-        raise CharlstmError(f"a {model.config.cell} model has no {quantity!r}; choose one of {', '.join(quantities)}")
+        from charlstm.cells import CELLS
+
+        raise SettingError(
+            "gate",
+            f"{quantity!r} is no quantity of a {model.config.cell} model; choose one of {', '.join(quantities)}",
+            usage=not any(quantity in kind.quantities for kind in CELLS.values()),  # another cell's: not a typo
+        )
     layers, width = model.config.layers, model.config.hidden
     if layer is not None and not 0 <= layer < layers:
         raise SettingError("layer", f"must be in 0..{layers - 1}, got {layer}", usage=layer < 0)

@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor
 
 from charlstm import disk
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError
 from charlstm.inspect import SIGMOID_GATES, GateReport
 
 VIEWS = ("gates", "surprise")
@@ -36,7 +36,7 @@ USER_FILE = 0o666  # exports are for sharing: the umask's mode, as a new file wo
 
 def check_view(view: str) -> str:
     if view not in VIEWS:
-        raise CharlstmError(f"there is no view {view!r}; choose {' or '.join(VIEWS)}")
+        raise SettingError("view", f"must be {' or '.join(VIEWS)}, got {view!r}")
     return view
 
 

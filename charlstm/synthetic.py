@@ -77,7 +77,7 @@ the expected one first among them."""
 
 def make(task: str, chars: int, seed: int = 0) -> tuple[str, list[Probe]]:
     if task not in TASKS:
-        raise CharlstmError(f"unknown synthetic task {task!r}; choose one of {', '.join(TASKS)}")
+        raise SettingError("task", f"must be {' or '.join(TASKS)}, got {task!r}")
     if chars < 1:
         raise SettingError("chars", f"must be at least 1, got {chars}")
     return TASKS[task](chars, seed)

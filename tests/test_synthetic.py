@@ -32,7 +32,7 @@ def test_brackets_are_balanced_and_probes_are_the_matching_closers():
 def test_same_seed_same_text():
     assert synthetic.make("copy", 2000, 3) == synthetic.make("copy", 2000, 3)
     assert synthetic.make("copy", 2000, 3)[0] != synthetic.make("copy", 2000, 4)[0]
-    with pytest.raises(CharlstmError, match="unknown synthetic task"):
+    with pytest.raises(CharlstmError, match="^task must be copy or brackets"):
         synthetic.make("parity", 100)
 
 
