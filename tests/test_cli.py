@@ -81,7 +81,7 @@ BAD_INPUTS = [
     (["eval", "{bad}/runs", "--checkpoint", "{run}"], "no text files in"),
     (["eval", "{bad}/prime.txt", "--checkpoint", "{run}"], "never saw: 'Ω'"),
     (["corpus"], "missing command (see: charlstm corpus --help)"),
-    (["corpus", "get"], "Missing argument 'name'. (see: charlstm corpus get --help)"),
+    (["corpus", "get"], "Missing argument 'NAME'. (see: charlstm corpus get --help)"),
     (["corpus", "get", "shakespeare"], "no corpus named 'shakespeare'; known: enwik8, tinyshakespeare"),
 ]
 
@@ -166,7 +166,8 @@ def test_train_help_states_the_real_defaults():
         elif isinstance(default, str):
             assert text == default, name
         else:
-            assert float(text) == default, name
+            sized = re.fullmatch(r"sized for the budget, or (\S+) with --max-steps", text)
+            assert float(sized.group(1) if sized else text) == default, name
 
 
 def test_help_shows_every_default_it_states():
@@ -438,3 +439,12 @@ def test_sample_on_a_terminal_shows_the_prime_in_colour_and_headers_dimmed(train
     assert out.startswith("\x1b[1;36mAB\x1b[0m"), repr(out[:40])
     assert "\x1b[2m--- sample 0 (0 to 1), seed 1 ---\x1b[0m\n\x1b[1;36mAB\x1b[0m" in out
     assert "\x1b[2m--- sample 1 (0 to 1), seed 2 ---\x1b[0m\n" in out
+
+
+def test_train_writes_its_log_on_stderr_and_its_run_folder_on_stdout(capsys, tmp_path, small_corpus):
+    """`charlstm train > train.log` wrote an empty file; a script now gets the run folder:
+    run=$(charlstm train ...)."""
+    code, out, err = invoke(capsys, *train_args(small_corpus, tmp_path, steps=2))
+    (run,) = tmp_path.iterdir()
+    assert code == 0 and out == f"{run}\n"
+    assert "done: 2 steps" in err and f"sample it: charlstm sample --checkpoint {run}" in err

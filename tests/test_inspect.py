@@ -167,6 +167,12 @@ def test_cli_views_html_report_and_exports(capsys, tmp_path, trained_run):
         str(arrays),
     )
     assert code == 0, err
+    assert out == "", "with files asked for, a pipe gets no values besides (it got the whole TSV)"
+    assert "Gate saturation" in err and "Unit finder" in err and f"wrote {report}" in err
+    code, out, err = invoke(
+        capsys, "inspect-gates", "-c", str(trained_run), "--text", TEXT, "--unit", "1", "--unit", "5", "--layer", "1",
+        "--gate", "forget",
+    )  # fmt: skip
     lines = out.splitlines()
     assert lines[0] == "pos\tchar\tL1.forget.1\tL1.forget.5"
     assert lines[1].startswith("0\tR\t") and lines[7].startswith("6\t\\n\t")

@@ -126,6 +126,17 @@ def test_bad_input_is_one_clear_line(capsys, tmp_path, make, message):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_no_checkpoints_folder_is_said_as_report_takes_it(capsys, tmp_path, monkeypatch):
+    """It suggested `charlstm runs FOLDER`, but report takes run folders, not the folder of runs."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(capsys, "report", "--html", "r.html")
+    assert (code, out) == (1, "") and "charlstm runs FOLDER" not in err
+    assert err == (
+        "charlstm: error: no runs under checkpoints/ (there is no such folder); name run folders, "
+        "or train one: charlstm train\n"
+    )
+
+
 def test_a_run_with_no_evaluations_says_when_its_first_comes(tmp_path):
     run = write_run(tmp_path, "young", val_bpc=[], every=250)
     with pytest.raises(CharlstmError, match=r"its first comes at step 250 \(--eval-every\): report it then"):
