@@ -85,7 +85,7 @@ def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> st
     if name == "bf16" and not bf16_kernels_run(device, cell):
         raise SettingError(
             "precision",
-            f"bf16: this CPU has no bf16 kernel for the {cell} recurrence "
+            f"{{precision}} bf16: this CPU has no bf16 kernel for the {cell} recurrence "
             "(PyTorch's oneDNN could not build one here); use {precision} fp32, or auto to take bf16 wherever it runs",
             usage=False,
         )

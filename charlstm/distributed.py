@@ -43,8 +43,8 @@ class Ranks:
         if device.index is not None and device.index != self.local_rank:
             raise SettingError(
                 "device",
-                f"{device} cannot be used under torchrun, where process {self.local_rank} of each machine uses "
-                f"GPU {self.local_rank}; ask for {{device}} cuda and choose GPUs with CUDA_VISIBLE_DEVICES",
+                f"{{device}} {device} cannot be used under torchrun, where process {self.local_rank} of each "
+                f"machine uses GPU {self.local_rank}; ask for {{device}} cuda and pick GPUs with CUDA_VISIBLE_DEVICES",
                 usage=False,
             )
         count = torch.cuda.device_count()

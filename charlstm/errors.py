@@ -53,7 +53,7 @@ class SettingError(CharlstmError):
 
     def __init__(self, name: str, problem: str, usage: bool = True):
         self.name, self.usage = name, usage
-        self.template = problem if problem.startswith("{") else f"{{{name}}} {problem}"
+        self.template = problem if f"{{{name}}}" in problem else f"{{{name}}} {problem}"
         super().__init__(self.spelled(str))
 
     def spelled(self, spell: Callable[[str], str]) -> str:
