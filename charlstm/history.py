@@ -308,23 +308,31 @@ def _ago(seconds: float) -> str:
 
 
 def find_runs(root: Path) -> list[Run]:
-    """Every run under `root` (or `root` itself when it is a run), most recently active first:
-    the top one is the run `charlstm sample` picks by default."""
+    """Every run under `root` (or `root` itself when it is a run), most recently active first."""
     if not root.exists():
         raise CharlstmError(f"there is no folder {root}; give the folder that holds your runs: charlstm runs FOLDER")
     if not root.is_dir():
         raise CharlstmError(f"{root} is a file; give the folder that holds your runs: charlstm runs FOLDER")
     if is_run(root):
         return [read_run(root)]
-    runs = [read_run(d) for d in root.iterdir() if is_run(d)]
-    return sorted(runs, key=lambda r: (r.last_active, r.name), reverse=True)
+    return [read_run(d) for d in _newest_first(d for d in root.iterdir() if is_run(d))]
 
 
 def newest_run(root: Path) -> Run:
-    runs = find_runs(root)
-    if not runs:
-        raise CharlstmError(f"no runs under {root}/ yet; train one: charlstm train")
-    return runs[0]
+    """The run a command takes when given none: the most recently active run under `root` that
+    holds a checkpoint, the highest such in `charlstm runs`' list. One rule, so that sample,
+    eval, inspect-gates, serve, report and `charlstm.load()` all mean the same run; a run
+    killed before its first save is passed over, since it has nothing to load."""
+    folders = [d for d in root.iterdir() if is_run(d)] if root.is_dir() else []
+    for folder in _newest_first(folders):
+        if any((folder / name).is_file() for name in CHECKPOINTS):
+            return read_run(folder)
+    raise CharlstmError(f"no trained runs under {root}/; train one first: charlstm train")
+
+
+def _newest_first(folders: Iterable[Path]) -> list[Path]:
+    """Most recently active first (the newest file in the folder), then by name."""
+    return sorted(folders, key=lambda d: (_last_active(d), d.name), reverse=True)
 
 
 def summary(run: Run, state: tuple[str, str | None] | None = None) -> dict[str, Any]:
