@@ -31,7 +31,6 @@ from charlstm.inspect import SIGMOID_GATES, GateReport
 VIEWS = ("gates", "surprise")
 SURPRISE_SCALE = 8.0  # bits where the surprise colour is reddest: a character the model gave 1 in 256
 MOST_SURPRISING = 10  # rows of the terminal's table of the most surprising characters
-USER_FILE = 0o666  # exports are for sharing: the umask's mode, as a new file would get, not owner-only
 
 
 def check_view(view: str) -> str:
@@ -385,7 +384,7 @@ def export_json(report: GateReport, path: Path) -> None:
         "bits": bits,
         "guesses": [expected.guesses(t) for t in range(len(expected.text))],
     }
-    disk.atomic_write(path, json.dumps(payload).encode("utf-8"), mode=USER_FILE)
+    disk.write_user_file(path, json.dumps(payload).encode("utf-8"))
 
 
 def export_npz(report: GateReport, path: Path) -> None:
@@ -406,7 +405,7 @@ def export_npz(report: GateReport, path: Path) -> None:
             alphabet=expected.alphabet,
         )
 
-    disk.atomic_write(path, write, mode=USER_FILE)
+    disk.write_user_file(path, write)
 
 
 class _ZipTarget:
@@ -447,7 +446,7 @@ class Outputs:
         """Write each file asked for, whole or not at all (a failure is `WriteFailed`, and the
         file it would have replaced is kept), yielding its path once it is written."""
         writers = (
-            (self.html, lambda path: disk.atomic_write(path, page(report, title).encode("utf-8"), mode=USER_FILE)),
+            (self.html, lambda path: disk.write_user_file(path, page(report, title).encode("utf-8"))),
             (self.json, lambda path: export_json(report, path)),
             (self.npz, lambda path: export_npz(report, path)),
         )

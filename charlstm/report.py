@@ -55,7 +55,7 @@ def write_report(paths: Sequence[Path], out: Path, root: Path = Path("checkpoint
         raise CharlstmError(f"cannot write {out}: there is no folder {out.parent}")
     runs = load_runs(paths, root)
     page = render_html(runs)
-    disk.atomic_write(out, page.encode("utf-8"))  # a failure is WriteFailed: one line, the old page kept
+    disk.write_user_file(out, page.encode("utf-8"))  # a failure is WriteFailed: one line, the old page kept
     return runs
 
 
