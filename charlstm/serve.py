@@ -249,10 +249,11 @@ def offered_units(model: Model) -> tuple[list[dict[str, Any]], str]:
     return list(offered.values()), source
 
 
-def palette() -> dict[str, Any]:
+def palette(sigmoid_gates: tuple[str, ...]) -> dict[str, Any]:
     """inspect-gates' colours as tables the page looks up (101 steps each), so the page
     colours exactly as `inspect_render` does without a second copy of its formulas, and how
-    each quantity's values map to [-1, 1] (`inspect_render.display_value`)."""
+    each quantity's values map to [-1, 1] (`inspect_render.display_value`; `sigmoid_gates`
+    are the model's cell's gates in [0, 1])."""
     from charlstm import inspect_render as render
 
     steps = [i / 50 - 1 for i in range(101)]
@@ -261,7 +262,7 @@ def palette() -> dict[str, Any]:
         "surprise": [render._rgb(render.surprise_colour(render.SURPRISE_SCALE * i / 100)) for i in range(101)],
         "surprise_scale": render.SURPRISE_SCALE,
         "not_predicted": render._rgb(render.surprise_colour(math.nan)),
-        "display": {"sigmoid": sorted(render.SIGMOID_GATES), "scaled": ["cell"]},
+        "display": {"sigmoid": sorted(sigmoid_gates), "scaled": ["cell"]},
     }
 
 
@@ -295,7 +296,7 @@ def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], uni
         },
         "units": units,
         "units_from": units_from,
-        "palette": palette(),
+        "palette": palette(model.model.kind.sigmoid_gates),
     }
 
 
