@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import config, export_html, inspect, inspect_render, serve
+from charlstm import config, export_html, inspect, inspect_render, serve_info
 from charlstm.cells import CELLS, PYTORCH_PARAMETERS, CellKind, GRUCell, IndyLSTMCell, LSTMCell, RNNCell
 from charlstm.fast_matmul import affine, column_blocks
 from charlstm.indylstm import IndyLSTMSequence
@@ -236,7 +236,7 @@ def test_a_cell_added_to_the_registry_alone_is_seen_by_the_model_inspection_expo
     raw = torch.tensor([0.0, 0.5, 1.0])
     assert inspect_render.display_value("squash", raw, inspection.sigmoid_gates).tolist() == [-1.0, 0.0, 1.0]
     assert {"squash_bias0", "squash_bias1", "w_ih1", "w_hh0"} <= set(export_html.page_tensors(model))
-    assert serve.palette(model.kind.sigmoid_gates)["display"]["sigmoid"] == ["squash"]
+    assert serve_info.palette(model.kind.sigmoid_gates)["display"]["sigmoid"] == ["squash"]
 
 
 def test_the_options_that_name_cells_or_gates_name_every_one_the_registry_has(capsys):
