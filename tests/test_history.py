@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import checkpoint, history, report
+from charlstm import checkpoint, history, report, runs_table
 from charlstm.errors import CharlstmError
 from tests.helpers import invoke, run_cli
 from tests.run_folders import LN2, write_run
@@ -104,7 +104,7 @@ def test_half_written_and_older_run_folders_are_listed_with_a_note(tmp_path):
     assert any("no readable config.json" in note for note in summaries["weights-only"]["notes"])
     assert "status.json names no known state" in summaries["odd-status"]["notes"]
     assert "config.json from an older charlstm: some settings unknown" in summaries["old-config"]["notes"]
-    table = history.render_plain(list(summaries.values()))
+    table = runs_table.render_plain(list(summaries.values()))
     assert "note: cut-short: metrics.jsonl ends in a half-written line (skipped)" in table
 
 
@@ -119,12 +119,12 @@ def test_records_repeated_after_a_resume_replace_the_earlier_ones(tmp_path):
 
 
 def test_the_sparkline_runs_from_the_highest_block_down_to_the_lowest():
-    assert history.sparkline([4.0, 3.0, 2.5, 2.25, 2.0]) == "█▅▃▂▁"
-    assert history.sparkline([2.0, 2.0]) == "▅▅"
-    assert history.sparkline([]) == ""
-    assert history.sparkline([3.0, math.nan, 1.0], history.PLAIN_LEVELS) == "#_"
-    long = history.sparkline([100 - i for i in range(1000)])
-    assert len(long) == history.SPARK_WIDTH and long[0] == "█" and long[-1] == "▁"
+    assert runs_table.sparkline([4.0, 3.0, 2.5, 2.25, 2.0]) == "█▅▃▂▁"
+    assert runs_table.sparkline([2.0, 2.0]) == "▅▅"
+    assert runs_table.sparkline([]) == ""
+    assert runs_table.sparkline([3.0, math.nan, 1.0], runs_table.PLAIN_LEVELS) == "#_"
+    long = runs_table.sparkline([100 - i for i in range(1000)])
+    assert len(long) == runs_table.SPARK_WIDTH and long[0] == "█" and long[-1] == "▁"
 
 
 def test_durations_and_counts_read_at_a_glance():
