@@ -11,7 +11,7 @@ import typer
 
 from charlstm.commands.app import Command, app
 from charlstm.commands.options import THREADS_OPTION, busy_hint, given, setting_option, use_threads
-from charlstm.config import FLAGS, THREADS, ModelConfig, TrainConfig, default_text, parse_duration
+from charlstm.config import CELL_TYPES, FLAGS, THREADS, ModelConfig, TrainConfig, default_text, parse_duration
 
 _train_option = partial(setting_option, TrainConfig)
 _model_option = partial(setting_option, ModelConfig)
@@ -45,7 +45,7 @@ def train(
     corpus: Annotated[Path | None, typer.Argument(help=_CORPUS_HELP, show_default=False, metavar="CORPUS")] = None,
     max_time: Annotated[str | None, _train_option("max_time", "Time budget: 90s, 10m, 2h; 0 = no limit.")] = None,
     max_steps: Annotated[int | None, _train_option("max_steps", "Step budget; 0 = no limit.")] = None,
-    cell: Annotated[str | None, _model_option("cell", "lstm, gru, indylstm or rnn.")] = None,
+    cell: Annotated[str | None, _model_option("cell", f"{', '.join(CELL_TYPES[:-1])} or {CELL_TYPES[-1]}.")] = None,
     layers: Annotated[int | None, _model_option("layers", "Recurrent layers.")] = None,
     hidden: Annotated[int | None, _sized_option(ModelConfig, "hidden", "Units per layer.")] = None,
     embedding: Annotated[int | None, _model_option("embedding", "Character embedding size.")] = None,
