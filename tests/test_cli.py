@@ -456,16 +456,3 @@ def test_train_writes_its_log_on_stderr_and_its_run_folder_on_stdout(capsys, tmp
     assert code == 0 and out == f"{run}\n"
     assert "done: 2 steps" in err and f"sample it: charlstm sample --checkpoint {run}" in err
 
-
-def test_the_commands_never_import_cli():
-    """cli.py imports the commands to register them; they take the app and shared options from
-    commands/app.py and commands/options.py, so the arrows go one way (issue 27's circle)."""
-    import ast
-
-    folder = Path(__file__).resolve().parents[1] / "charlstm" / "commands"
-    for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                assert node.module != "charlstm.cli" and not (
-                    node.module == "charlstm" and "cli" in [a.name for a in node.names]
-                ), path.name
