@@ -455,4 +455,3 @@ def test_train_writes_its_log_on_stderr_and_its_run_folder_on_stdout(capsys, tmp
     (run,) = tmp_path.iterdir()
     assert code == 0 and out == f"{run}\n"
     assert "done: 2 steps" in err and f"sample it: charlstm sample --checkpoint {run}" in err
-
