@@ -449,7 +449,7 @@ BAD_BODIES = [
     (b'{"stop": [""]}', "stop needs text"),
     (b'{"stop": "' + b"x" * 65 + b'"}', "stop takes at most 16 strings of at most 64 characters"),
     (json.dumps({"stop": list("abcdefghijklmnopq")}).encode(), "stop takes at most 16 strings"),
-    (b'{"prime": ""}', "leave prime out"),
+    (b'{"prime": ""}', "prime is empty; leave it out to start from a newline"),
     (b'{"seed": 18446744073709551616}', "seed must be in"),
     ('{"prime": "Ωmega"}'.encode(), "the prime text has characters the model never saw: 'Ω'"),
     ('{"stop": "Ω"}'.encode(), "can never end a sample"),
