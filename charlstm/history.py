@@ -12,6 +12,9 @@ their format lives in one place:
 
 Reading never fails on a half-written run or one from an older charlstm: whatever is missing
 or damaged becomes a note beside the run. No torch here: listing runs reads JSON only.
+
+Which run a command takes when given none is decided here too, once (`newest_run`), so that
+every command means the same run. Drawing the runs is `runs_table`'s and `report`'s job.
 """
 
 from __future__ import annotations
