@@ -151,12 +151,19 @@ def load(path: str | Path | None = None) -> Model:
     return Model(path)
 
 
-def train(corpus: str | Path | None = None, checkpoints: str | Path = "checkpoints", **options: Any) -> Path:
+def train(
+    corpus: str | Path | None = None,
+    checkpoints: str | Path = "checkpoints",
+    init_from: str | Path | None = None,
+    **options: Any,
+) -> Path:
     """Train a model as `charlstm train` does, quietly, and return its run folder.
 
     `options` are the command's settings by their Python names (max_time="5m" or 300,
     max_steps, hidden, layers, cell, batch_size, lr, seed, ...); the rest keep their
     defaults, and with no shape, batch or step budget the run is sized for its time.
+    `init_from` (a checkpoint or run folder) fine-tunes its weights, as `--init-from` does:
+    characters the corpus has and the checkpoint lacks are added to its vocabulary.
     """
     from charlstm import runs
 
@@ -170,7 +177,8 @@ def train(corpus: str | Path | None = None, checkpoints: str | Path = "checkpoin
     model_options = {k: v for k, v in options.items() if k in model_names}
     train_options = {k: v for k, v in options.items() if k in train_names}
     corpus_name = str(corpus) if corpus is not None else None
-    trainer = runs.from_options(corpus_name, model_options, train_options, root=Path(checkpoints))
+    init = str(init_from) if init_from is not None else None
+    trainer = runs.from_options(corpus_name, model_options, train_options, init_from=init, root=Path(checkpoints))
     trainer.run(None)
     return trainer.run_dir
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.budget import BUDGET_STEPS
+from charlstm.data import Data
 from charlstm.device import describe_precision
 from charlstm.model import parameter_count
+from charlstm.tokenizer import describe_chars
 from charlstm.trainer import Trainer, TrainListener
 
 
@@ -34,6 +36,8 @@ class TrainingPrinter(TrainListener):
 
         c = trainer.config
         self.message(run_line(trainer))
+        if trainer.data.added:
+            self.message(growth_line(trainer.data))
         if trainer.sizing:
             self.message(sizing_line(trainer))
         if precision := precision_line(trainer):
@@ -120,6 +124,16 @@ def run_line(trainer: Trainer) -> str:
         f"{trainer.device.type} {describe_precision(trainer.device, trainer.precision)} | "
         f"budget {' or '.join(budget) or 'none (Ctrl-C saves and stops)'}"
     )
+
+
+def growth_line(data: Data) -> str:
+    """What --init-from added to the checkpoint's vocabulary: 'vocabulary 65 -> 73: added 'é' 'ï' ...'."""
+    added = describe_chars(data.added, limit=GROWTH_SHOWN, separator=" ")
+    return f"vocabulary {data.grown_from} -> {len(data.vocabulary)}: added {added} (fresh rows; the old keep theirs)"
+
+
+GROWTH_SHOWN = 20
+"""The most added characters the growth line names; the rest are counted."""
 
 
 def validation_note(trainer: Trainer) -> str:
