@@ -2,7 +2,7 @@
 
     POST /generate  {prime, length, temperature, top_k, top_p, stop, min_length, num_samples,
                      seed, stream, keep, session, units}  -> JSON, or NDJSON lines while drawing
-    POST /score     {text}  -> nats and bits per character, as `charlstm eval` computes them
+    POST /score     {text, dynamic}  -> nats and bits per character, as `charlstm eval [--dynamic]` computes them
     GET  /health, GET /info (model, corpus, vocabulary, defaults, limits, units), GET / (the playground)
     POST /v1/completions, GET /v1/models  OpenAI's protocol (`serve_openai`), drawn in the same batch
 
@@ -92,7 +92,7 @@ GENERATE_FIELDS: dict[str, str] = SAMPLING_FIELDS | {
     "session": "a string",
     "units": "a list of {layer, quantity, unit}",
 }
-SCORE_FIELDS = {"text": "a string"}
+SCORE_FIELDS = {"text": "a string", "dynamic": "true or false"}
 
 
 # --- requests -------------------------------------------------------------------------
@@ -203,18 +203,24 @@ def _unit(value: Any, model: Model) -> Unit:
 
 
 def score(body: dict[str, Any], model: Model, lock: threading.Lock) -> dict[str, Any]:
-    """A /score body's text scored by `Model.score` (what `charlstm eval` computes)."""
+    """A /score body's text scored by `Model.score` (what `charlstm eval` computes); with
+    `"dynamic": true`, by a copy of the weights adapting to it for this request alone (what
+    `charlstm eval --dynamic` computes), beside the static figure of the same reading."""
     import torch
 
-    text = _checked(body, SCORE_FIELDS).get("text")
+    body = _checked(body, SCORE_FIELDS)
+    text = body.get("text")
     if text is None:
         raise Refused(400, 'score needs a text: {"text": "..."}')
     try:
         with lock, torch.no_grad():
-            result = model.score(text)
+            result = model.score(text, dynamic=body.get("dynamic", False))
     except CharlstmError as e:
         raise Refused(400, str(e)) from None
-    return {"nats_per_char": result.nats, "bits_per_char": result.bits, "characters": result.characters}
+    answer = {"nats_per_char": result.nats, "bits_per_char": result.bits, "characters": result.characters}
+    if body.get("dynamic"):
+        answer |= {"static_nats_per_char": result.static.nats, "static_bits_per_char": result.static.bits}
+    return answer
 
 
 # --- what the server says about itself ------------------------------------------------
