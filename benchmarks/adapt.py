@@ -85,7 +85,7 @@ def dynamic_row(name: str, model: charlstm.Model, text: str, config: DynamicConf
     }
 
 
-def sweep(models: dict, texts: dict) -> list[dict]:
+def sweep(models: dict, texts: dict) -> None:
     rows = []
     for name, model in models.items():
         tune = texts[name][-REPORT - TUNE : -REPORT]
@@ -97,11 +97,9 @@ def sweep(models: dict, texts: dict) -> list[dict]:
             config = DynamicConfig("rms", best["lr"], decay=decay)
             rows.append({"benchmark": "dynamic_sweep"} | dynamic_row(name, model, tune, config))
             print(json.dumps(rows[-1]), flush=True)
-    return rows
 
 
-def report(models: dict, texts: dict) -> list[dict]:
-    rows = []
+def report(models: dict, texts: dict) -> None:
     for name, model in models.items():
         text = texts[name][-REPORT:]
         started = time.perf_counter()
@@ -115,13 +113,10 @@ def report(models: dict, texts: dict) -> list[dict]:
             "cost_vs_one_stream": round(row["dynamic_seconds"] / row["static_one_stream_seconds"], 2),
             "dynamic_chars_per_s": round(row["characters"] / row["dynamic_seconds"]),
         }
-        rows.append(row)
         print(json.dumps(row), flush=True)
-    return rows
 
 
-def finetune(runs: Path, bases: dict, corpora: dict, steps: int) -> list[dict]:
-    rows = []
+def finetune(runs: Path, bases: dict, corpora: dict, steps: int) -> None:
     for source, target in (("builtin", "english"), ("english", "builtin")):
         scratch = train(corpora[target], runs / f"scratch-{target}", steps)
         tuned = train(corpora[target], runs / f"tuned-{source}-on-{target}", steps, init_from=bases[source])
@@ -134,13 +129,10 @@ def finetune(runs: Path, bases: dict, corpora: dict, steps: int) -> list[dict]:
             config["model"]["vocab_size"]
         )
         row["gain"] = round(row["scratch_val_loss"] - row["finetuned_val_loss"], 4)
-        rows.append(row)
         print(json.dumps(row), flush=True)
-    return rows
 
 
-def adapt(models: dict, texts: dict) -> list[dict]:
-    rows = []
+def adapt(models: dict, texts: dict) -> None:
     for model_name, text_name in (("builtin", "english"), ("english", "english"), ("builtin", "builtin")):
         model = models[model_name]
         text = model.vocabulary.known(texts[text_name][-REPORT:])
@@ -161,9 +153,7 @@ def adapt(models: dict, texts: dict) -> list[dict]:
                 "held_out_bpc_after": round(adapted.score(held_out).bits, 4),
                 "seconds": round(seconds, 2),
             }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    return rows
+                print(json.dumps(row), flush=True)
 
 
 def main() -> None:

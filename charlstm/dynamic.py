@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,12 @@ def dynamic_reading(
     config: DynamicConfig,
     adapter: Adapter,
     device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Reading:
     """The text read as one stream in segments of `config.segment`, state carried: each segment
     is scored, then `adapter` updates `model` (in place) from that segment's gradient, so every
-    character is predicted by weights that have seen only the characters before its segment."""
+    character is predicted by weights that have seen only the characters before its segment.
+    `progress(done, total)` hears how many characters are read."""
     model.eval()  # no dropout: the prediction scored is the model's own
     ids, started = _ids(tokens, device), time.perf_counter()
     nats, counts, state = [], [], None
@@ -169,6 +172,8 @@ def dynamic_reading(
             (loss / targets.shape[1]).backward()
             adapter.update()
             state = tuple(s.detach() for s in state)
+            if progress is not None:
+                progress(start + targets.shape[1], total)
     return Reading(nats, counts, time.perf_counter() - started)
 
 
@@ -191,13 +196,15 @@ def compare(
     config: DynamicConfig,
     rms: list[Tensor] | None,
     device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Comparison:
-    """`tokens` scored by `model` as it is and while a copy of it adapts; `model` is left as it was."""
+    """`tokens` scored by `model` as it is and while a copy of it adapts (`progress` hears the
+    adapting reading go); `model` is left as it was."""
     device = torch.device(device)
     fixed = model.to(device)
     static = static_reading(fixed, tokens, device)
     adapting = copy.deepcopy(fixed)
-    dynamic = dynamic_reading(adapting, tokens, config, Adapter(adapting, config, rms), device)
+    dynamic = dynamic_reading(adapting, tokens, config, Adapter(adapting, config, rms), device, progress)
     return Comparison(static, dynamic)
 
 
@@ -227,16 +234,18 @@ def evaluate_corpus(
     skip_unknown: bool = False,
     device: str = "auto",
     progress: token_cache.Progress | None = None,
+    adapting: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """`charlstm eval --dynamic`: a checkpoint (a file, a run folder, or None for the newest run)
-    scored on a text file, folder or glob statically and dynamically; the checkpoint is only read."""
+    scored on a text file, folder or glob statically and dynamically; the checkpoint is only read.
+    `progress` hears the text read into the token cache, `adapting` the dynamic reading."""
     path = checkpoint.resolve(checkpoint_path)
     model, vocabulary, saved = checkpoint.load_model(path)
     rms = rms_of(model, saved, path, config)
     source = corpus.find_source(text, encoding)
     loaded = token_cache.load_tokens(source, vocabulary, skip_unknown, f"corpus {text}", progress)
     device_ = resolve_device(device)
-    result = compare(model, loaded.tokens, config, rms, device_)
+    result = compare(model, loaded.tokens, config, rms, device_, adapting)
     return {
         "checkpoint": str(path),
         "corpus": str(text),

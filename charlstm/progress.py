@@ -199,3 +199,29 @@ class CorpusProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class ReadingProgress:
+    """A tqdm bar while `eval --dynamic` reads a long text on a terminal (it reads at batch 1, a
+    few thousand characters a second); called as progress(characters done, in all)."""
+
+    MIN_CHARACTERS = 200_000
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if total < self.MIN_CHARACTERS or not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="adapting", unit="char", unit_scale=True, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> ReadingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

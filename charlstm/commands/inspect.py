@@ -83,7 +83,7 @@ def _evaluate_dynamic(options: dict[str, Any]) -> None:
     from charlstm import dynamic
     from charlstm.config import DynamicConfig
     from charlstm.errors import CharlstmError
-    from charlstm.progress import CorpusProgress
+    from charlstm.progress import CorpusProgress, ReadingProgress
 
     if not options["dynamic"]:
         raise CharlstmError("--lr and --segment set how --dynamic adapts; add --dynamic")
@@ -92,10 +92,10 @@ def _evaluate_dynamic(options: dict[str, Any]) -> None:
     if options["precision"] != "fp32":
         raise CharlstmError("--dynamic computes in fp32; leave out --precision")
     config = DynamicConfig(**_given(DynamicConfig, options))
-    with CorpusProgress() as reading:
+    with CorpusProgress() as reading, ReadingProgress() as adapting:
         result = dynamic.evaluate_corpus(
             options["checkpoint"], options["corpus"], config, options["encoding"], options["skip_unknown"],
-            options["device"], reading,
+            options["device"], reading, adapting,
         )  # fmt: skip
     if options["as_json"]:
         print(json.dumps(result))
