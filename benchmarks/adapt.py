@@ -153,7 +153,7 @@ def adapt(models: dict, texts: dict) -> None:
                 "held_out_bpc_after": round(adapted.score(held_out).bits, 4),
                 "seconds": round(seconds, 2),
             }
-                print(json.dumps(row), flush=True)
+            print(json.dumps(row), flush=True)
 
 
 def main() -> None:
