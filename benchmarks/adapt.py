@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import time
 from pathlib import Path
 
@@ -102,9 +103,11 @@ def sweep(models: dict, texts: dict) -> None:
 def report(models: dict, texts: dict) -> None:
     for name, model in models.items():
         text = texts[name][-REPORT:]
-        started = time.perf_counter()
-        static = evaluate_tokens(model.model, model.vocabulary.encode(text), "cpu", "fp32")
-        eval_seconds = time.perf_counter() - started
+        eval_seconds = math.inf
+        for _ in range(2):  # the faster of two: the first pays for oneDNN's first calls
+            started = time.perf_counter()
+            static = evaluate_tokens(model.model, model.vocabulary.encode(text), "cpu", "fp32")
+            eval_seconds = min(eval_seconds, time.perf_counter() - started)
         row = {"benchmark": "dynamic"} | dynamic_row(name, model, text, DynamicConfig())
         row |= {
             "charlstm_eval_loss": round(static["loss"], 4),
