@@ -86,13 +86,13 @@ class InterruptAt(TrainListener):
 
 
 def test_a_grown_run_resumes_exactly(tmp_path, source, new_corpus):
-    straight = start({}, config(new_corpus), tmp_path / "a", init_from=str(source))
+    straight = start({}, config(new_corpus, max_steps=20), tmp_path / "a", init_from=str(source))
     straight.run()
-    interrupted = start({}, config(new_corpus), tmp_path / "b", init_from=str(source))
+    interrupted = start({}, config(new_corpus, max_steps=20), tmp_path / "b", init_from=str(source))
     with pytest.raises(TrainingInterrupted):
-        interrupted.run(InterruptAt(6))
+        interrupted.run(InterruptAt(10))  # the trainer tells its listener every 10 steps
     resumed = resume(str(interrupted.run_dir), {})
-    assert resumed.data.vocabulary == straight.data.vocabulary and resumed.step == 6
+    assert resumed.data.vocabulary == straight.data.vocabulary and resumed.step == 10
     resumed.run()
     a = checkpoint.load(straight.run_dir / "last.pt").weights
     b = checkpoint.load(interrupted.run_dir / "last.pt").weights
