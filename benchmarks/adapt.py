@@ -149,6 +149,7 @@ def adapt(models: dict, texts: dict) -> None:
                 "benchmark": "adapt_to",
                 "model": model_name,
                 "text": text_name,
+                "lr": DynamicConfig().lr,
                 "adapt_characters": len(source),
                 "passes": passes,
                 "held_out_characters": len(held_out),

@@ -296,7 +296,7 @@ class SamplingConfig:
 
 
 DYNAMIC_METHODS = ("rms", "sgd")
-DYNAMIC_LR = {"rms": 1e-4, "sgd": 0.1}
+DYNAMIC_LR = {"rms": 3e-4, "sgd": 0.1}
 """Each update's default learning rate (`DynamicConfig.lr`), chosen by benchmarks/dynamic_eval.py
 on two corpora (benchmarks/README.md): RMS-normalised steps are in units of the gradient's
 typical size in training, so the two rates are not comparable."""
