@@ -297,7 +297,7 @@ class SamplingConfig:
 
 DYNAMIC_METHODS = ("rms", "sgd")
 DYNAMIC_LR = {"rms": 3e-4, "sgd": 0.1}
-"""Each update's default learning rate (`DynamicConfig.lr`), chosen by benchmarks/dynamic_eval.py
+"""Each update's default learning rate (`DynamicConfig.lr`), chosen by benchmarks/adapt.py
 on two corpora (benchmarks/README.md): RMS-normalised steps are in units of the gradient's
 typical size in training, so the two rates are not comparable."""
 FLAGS.update(segment="--segment", passes="--adapt-passes")

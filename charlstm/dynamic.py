@@ -16,7 +16,7 @@ Two updates, as `DynamicConfig.method` says:
   near what it learned, so a text it cannot follow costs little. Krause et al. collect r in a
   pass over the training data; a charlstm checkpoint already holds it, as AdamW's second moment
   (an average of g^2 over the last ~100 training steps, bias-corrected here), so nothing is re-read.
-* **sgd**: W -= lr * g, for comparison (benchmarks/dynamic_eval.py measures both).
+* **sgd**: W -= lr * g, for comparison (benchmarks/adapt.py measures both).
 
 The static figure beside it is the same single-stream reading with no updates, so the difference
 is the adaptation alone (`charlstm eval` reads in 64 streams, each starting cold, which costs a
