@@ -11,6 +11,11 @@ to `charlstm train`, e.g. to compare settings:
     python benchmarks/quality.py --seconds 90 --corpus my-text.txt
     python benchmarks/quality.py --seconds 90 -- --batch-size 32 --seq-len 64
     python benchmarks/quality.py --seconds 90 300 --repeat 3   # a range, run after run
+    python benchmarks/quality.py --seconds 90 --eval-share 1   # evaluations unpaced (before pacing)
+
+`--eval-share` sets the library setting of that name (the most of the budget periodic
+evaluations may take; 0.05 by default), so the run goes through `charlstm.train` instead of
+the command, which has no option for it.
 
 Each row also says how much of the budget went to evaluating, the steps budget sizing
 promised against those taken, the precision, the CPU and the date, so rows from different
@@ -29,8 +34,13 @@ from pathlib import Path
 
 from corpus_arg import add_corpus_argument, describe, find_corpus
 
+API_TRAIN = (
+    "import sys, charlstm; charlstm.train(sys.argv[1], checkpoints=sys.argv[2], max_time=float(sys.argv[3]), "
+    "sample_every=0, eval_share=float(sys.argv[4]))"
+)
 
-def run(seconds: float, extra: list[str], corpus: Path) -> dict:
+
+def run(seconds: float, extra: list[str], corpus: Path, eval_share: float | None = None) -> dict:
     with tempfile.TemporaryDirectory() as root:
         cmd = [
             sys.executable,
@@ -46,6 +56,8 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
             root,
             *extra,
         ]
+        if eval_share is not None:
+            cmd = [sys.executable, "-c", API_TRAIN, str(corpus), root, str(seconds), str(eval_share)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         run = next(Path(root).iterdir())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -57,6 +69,7 @@ def run(seconds: float, extra: list[str], corpus: Path) -> dict:
         **describe(corpus),
         "seconds": seconds,
         "options": " ".join(extra),
+        "eval_share": config["train"]["eval_share"],
         "shape": f"{config['model']['layers']}x{config['model']['hidden']}, batch {config['train']['batch_size']}",
         "sized_for_budget": config["sized_for_budget"] is not None,
         "steps": final["step"],
@@ -90,13 +103,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[90, 300])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each budget, one after another")
+    parser.add_argument("--eval-share", type=float, default=None, help="the library's eval_share (no extra options)")
     add_corpus_argument(parser)
     parser.add_argument("extra", nargs="*", help="options for charlstm train (after --)")
     args = parser.parse_args()
     corpus = find_corpus(args.corpus)
+    if args.eval_share is not None and args.extra:
+        parser.error("--eval-share trains through charlstm.train, which takes no command options")
     rows = []
     for seconds in [s for s in args.seconds for _ in range(args.repeat)]:
-        row = run(seconds, args.extra, corpus)
+        row = run(seconds, args.extra, corpus, args.eval_share)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"{'seconds':>8} {'steps':>7} {'val nats/char':>14} {'bits/char':>10}  shape / options", file=sys.stderr)

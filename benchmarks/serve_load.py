@@ -14,6 +14,12 @@ the same samples, so their rows compare what OpenAI's request and answer shapes 
     python benchmarks/serve_load.py                                   # fresh lstm 2x512, 1/4/16 clients
     python benchmarks/serve_load.py --checkpoint checkpoints/RUN --stream
     python benchmarks/serve_load.py --hidden 32 --clients 1,2 --requests 2 --length 20   # seconds
+    python benchmarks/serve_load.py --clients 16 --rounds 5        # the endpoints' ratio, in turns
+
+A shared machine's speed wanders by more than the endpoints differ (16 clients on /generate
+read 5.4 and 8.4 requests/s in two runs an hour apart), so with `--rounds R` the endpoints take
+turns R times, in alternating order, and a closing line per client count gives each endpoint's
+median requests/s and completions' over generate's: that ratio is the result.
 
 Without --checkpoint the model is untrained (random weights of the given shape, a 65-character
 vocabulary as tiny-shakespeare's): speed does not depend on what a model learned.
@@ -53,10 +59,10 @@ def fresh_checkpoint(folder: Path, cell: str, layers: int, hidden: int) -> Path:
 class Served:
     """`charlstm serve` in a child process on a free loopback port."""
 
-    def __init__(self, checkpoint: Path, max_length: int):
+    def __init__(self, checkpoint: Path, max_length: int, threads: int | None = None):
         command = [sys.executable, "-m", "charlstm", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
         command += ["--quiet", "--max-length", str(max_length)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()
         if not line.startswith("charlstm serve: http://"):
@@ -171,6 +177,19 @@ def measure(served: Served, endpoint: str, clients: int, args: argparse.Namespac
     return row
 
 
+def compared(rows: list[dict], clients: int, args: argparse.Namespace) -> dict:
+    """Each endpoint's median requests/s over the rounds, and completions' over generate's."""
+    medians = {
+        endpoint: statistics.median(r["requests_per_s"] for r in rows if r["endpoint"] == endpoint)
+        for endpoint in dict.fromkeys(r["endpoint"] for r in rows)
+    }
+    row = {"benchmark": "serve_load_compared", "clients": clients, "rounds": args.rounds, "stream": args.stream}
+    row |= {f"{endpoint}_requests_per_s": value for endpoint, value in medians.items()}
+    if len(medians) == 2:
+        row["completions_over_generate"] = round(medians["completions"] / medians["generate"], 3)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -184,6 +203,10 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=500, help="Characters per request.")
     parser.add_argument("--stream", action="store_true", help="Ask for streams (and time the first character).")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="generate, completions, or both.")
+    parser.add_argument(
+        "--server-threads", type=int, default=None, help="The server's compute threads (OMP_NUM_THREADS)."
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="Turns each endpoint takes, in alternating order.")
     args = parser.parse_args()
     if not set(args.endpoints.split(",")) <= set(ENDPOINTS):
         parser.error(f"--endpoints takes {' and '.join(ENDPOINTS)}, comma-separated; got {args.endpoints!r}")
@@ -193,14 +216,19 @@ def main() -> None:
             if args.checkpoint
             else fresh_checkpoint(Path(folder), args.cell, args.layers, args.hidden)
         )
-        served = Served(checkpoint, max(args.length, 1))
+        served = Served(checkpoint, max(args.length, 1), args.server_threads)
         try:
             endpoints = args.endpoints.split(",")
             for endpoint in endpoints:  # warm-up
                 client(served, endpoint, 10**6, argparse.Namespace(**{**vars(args), "requests": 1}), [])
             for clients in (int(c) for c in args.clients.split(",")):
-                for endpoint in endpoints:
-                    print(json.dumps(measure(served, endpoint, clients, args)), flush=True)
+                rows = []
+                for turn in range(args.rounds):
+                    for endpoint in endpoints if turn % 2 == 0 else endpoints[::-1]:
+                        rows.append(measure(served, endpoint, clients, args) | {"round": turn})
+                        print(json.dumps(rows[-1]), flush=True)
+                if args.rounds > 1:
+                    print(json.dumps(compared(rows, clients, args)), flush=True)
         finally:
             served.stop()
 

@@ -40,7 +40,8 @@ def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
     the largest that got 2,000-2,500 updates: fewer and it is undertrained, more and a
     bigger one would have done better. The bar sits at the low end because the probe is
     noisy and a shape just under it loses far more than one just over it gains: at 90 s,
-    2x192 with 2,276 steps beat 2x128 with 3,703 by 0.06 (README, Measured: sizing).
+    2x192 with 2,276 steps beat 2x128 with 3,703 by 0.06 (benchmarks/README.md, "Sizing for
+    the budget").
     """
     chosen = BUDGET_SHAPES[0]
     for hidden, batch in BUDGET_SHAPES:
@@ -56,8 +57,8 @@ def steps_in_budget(
     """How many updates a run of `seconds` trains, as the trainer counts its evaluations:
     one every `eval_every` steps and the final one, held back from the budget; with
     `share` (a paced run, `pacing`), no more of the budget than that share, or the first and
-    the final evaluation where those alone take more. Reckoned on training alone, sizing
-    over-promised by the evaluations' share of the run (docs/training-budget.md)."""
+    the final evaluation where those alone take more. The evaluations are counted because
+    they are paid out of the same budget (docs/training-budget.md)."""
     if steps_per_second <= 0:
         return 0.0
     every = max(0.0, seconds - evaluation_seconds) / (1 / steps_per_second + evaluation_seconds / eval_every)
@@ -105,14 +106,14 @@ def measure_steps_per_second(
     the median time of a step, over at least `window` steps and seconds, after at least
     `warmup` steps and seconds.
 
-    The probe used to take the mean over 0.5 s after 2 steps, and on some runs read 20-40%
-    low on the larger shapes (256x32: 11.2 steps/s probed, 18.6 achieved). A new, larger
-    shape's first steps are slow (they grow the heap with fresh pages the kernel zeroes, and
-    build oneDNN primitives for the new sizes), and the larger the shape the fewer steps
-    fit in half a second, so a few slow steps, or one a neighbouring process interrupted,
-    moved a mean over 4-6 steps by a third. A warm-up by time as well as by steps lets the
-    first steps pass, a longer window holds more steps, and the median leaves out the
-    odd interrupted one. benchmarks/sizing_probe.py measures the error, old and new.
+    A new, larger shape's first steps are slow (they grow the heap with fresh pages the
+    kernel zeroes, and build oneDNN primitives for the new sizes), and the larger the shape
+    the fewer steps fit in a short window, so a few slow steps, or one a neighbouring
+    process interrupted, can move a mean over a handful of steps by a third (a mean over
+    0.5 s after 2 steps read 256x32 at 11.2 steps/s where the run achieved 18.6). So the
+    warm-up is by time as well as by steps, letting the first steps pass; the window is
+    long enough to hold many steps; and the median leaves out the odd interrupted one.
+    benchmarks/sizing_probe.py measures the probe's error.
     """
     return 1.0 / median_seconds(lambda: float(trainer.train_step()), warmup, window, clock)
 

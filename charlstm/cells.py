@@ -26,9 +26,16 @@ the first layer) and `step` (the recurrence, one time step). `step` returns the 
 state and the gate activations, named by `gate_names`, for inspection. The matrices are
 kept in the layout a one-row product reads fastest (`fast_matmul`).
 
+Each cell also says what the rest of charlstm needs to know of it, so that no other module
+asks a cell's name: `sigmoid_gates` (the gates in [0, 1], which inspect-gates counts as
+saturated and colours on a fixed scale) and `page_tensors` (the arrays the exported HTML
+page's step reads, `export_html.py`).
+
 `CELLS`, at the end, is the one registry of cell kinds: for each name, the fused module
-that trains it, the explicit cell and how to build it from that module's weights, and
-its gate and state names. Adding a cell means adding a class here and an entry there.
+that trains it, the explicit cell and how to build it from that module's weights. Adding a
+cell means adding a class here and an entry there, its name to `config.CELL_TYPES` (the
+torch-free list `--help` and validation read; a test holds it to `CELLS`), and its step to
+the exported page's JavaScript (`export_page.html`); docs/design.md walks through it.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class LSTMCell:
 
     state_names = ("hidden", "cell")
     gate_names = ("input", "forget", "candidate", "output")
+    sigmoid_gates = ("input", "forget", "output")
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
         self.weight_ih_blocks = column_blocks(weight_ih)
@@ -77,6 +85,11 @@ class LSTMCell:
         h = output_gate * torch.tanh(c)
         return (h, c), (input_gate, forget_gate, candidate, output_gate)
 
+    def page_tensors(self) -> dict[str, Tensor]:
+        """The arrays the exported page's step reads for this layer (named as in `export_html`);
+        the first layer's w_ih and b_ih are left out there, folded into its lookup table."""
+        return {"w_ih": self.weight_ih_blocks, "b_ih": self.bias, "w_hh": self.weight_hh_blocks}
+
 
 class IndyLSTMCell(LSTMCell):
     """IndyLSTM: the LSTM with a diagonal recurrence, W_h· h replaced by u_· ⊙ h.
@@ -95,6 +108,9 @@ class IndyLSTMCell(LSTMCell):
     def recurrent_preactivation(self, x_projected: Tensor, h: Tensor) -> Tensor:
         return torch.addcmul(x_projected, h.repeat(1, 4), self.weight_hh)
 
+    def page_tensors(self) -> dict[str, Tensor]:
+        return {"w_ih": self.weight_ih_blocks, "b_ih": self.bias, "u": self.weight_hh}
+
 
 class GRUCell:
     """Gated recurrent unit (Cho et al. 2014), in PyTorch's formulation.
@@ -107,6 +123,7 @@ class GRUCell:
 
     state_names = ("hidden",)
     gate_names = ("reset", "update", "new")
+    sigmoid_gates = ("reset", "update")
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
         self.weight_ih_blocks = column_blocks(weight_ih)
@@ -126,12 +143,18 @@ class GRUCell:
         h = (1 - update_gate) * new + update_gate * h
         return (h,), (reset_gate, update_gate, new)
 
+    def page_tensors(self) -> dict[str, Tensor]:
+        """b_ih and b_hh apart: the reset gate scales the recurrent part with its bias."""
+        weights = {"w_ih": self.weight_ih_blocks, "b_ih": self.bias_ih}
+        return weights | {"w_hh": self.weight_hh_blocks, "b_hh": self.bias_hh}
+
 
 class RNNCell:
     """The plain (Elman) recurrent network: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
 
     state_names = ("hidden",)
     gate_names: tuple[str, ...] = ()
+    sigmoid_gates: tuple[str, ...] = ()
 
     def __init__(self, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor, bias_hh: Tensor):
         self.weight_ih_blocks = column_blocks(weight_ih)
@@ -145,6 +168,9 @@ class RNNCell:
         (h,) = state
         h = torch.tanh(affine(x_projected, h, self.weight_hh_blocks))
         return (h,), ()
+
+    def page_tensors(self) -> dict[str, Tensor]:
+        return {"w_ih": self.weight_ih_blocks, "b_ih": self.bias, "w_hh": self.weight_hh_blocks}
 
 
 Cell = LSTMCell | IndyLSTMCell | GRUCell | RNNCell
@@ -175,6 +201,10 @@ class CellKind:
     @property
     def state_names(self) -> tuple[str, ...]:
         return self.cell.state_names
+
+    @property
+    def sigmoid_gates(self) -> tuple[str, ...]:
+        return self.cell.sigmoid_gates
 
     @property
     def quantities(self) -> tuple[str, ...]:

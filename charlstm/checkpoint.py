@@ -1,4 +1,4 @@
-"""The checkpoint format, atomic saving, safe loading, and finding runs.
+"""The checkpoint format, atomic saving, safe loading, and turning a path into a checkpoint file.
 
 A checkpoint is one `torch.save` file of plain values and tensors, so
 `torch.load(path, weights_only=True)` reads it and a stranger's file cannot run code:
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from charlstm import disk
+from charlstm import disk, history
 from charlstm.config import TrainConfig
 from charlstm.errors import REASONS, CharlstmError, WriteFailed, size_text
 from charlstm.model import CharLSTM, ModelConfig
@@ -265,7 +265,7 @@ def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
     A run folder means its best.pt, or last.pt when no validation has happened yet.
     """
     if path is None:
-        return resolve(newest_run(root))
+        return resolve(history.newest_run(root).path)
     path = Path(path)
     if path.is_dir():
         for name in (BEST, LAST):
@@ -275,10 +275,3 @@ def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
     if not path.exists():
         raise CharlstmError(f"checkpoint {path} does not exist")
     return path
-
-
-def newest_run(root: Path = DEFAULT_ROOT) -> Path:
-    runs = [d for d in root.glob("*") if (d / LAST).is_file() or (d / BEST).is_file()]
-    if not runs:
-        raise CharlstmError(f"no trained runs under {root}/; train one first: charlstm train")
-    return max(runs, key=lambda d: max(f.stat().st_mtime for f in d.glob("*.pt")))

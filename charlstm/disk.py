@@ -1,8 +1,10 @@
 """Writing files so that a failure damages nothing and says so in one line.
 
-Every file charlstm keeps goes through here: checkpoints, config.json, status.json, the
-token cache, exports and pages are replaced whole (`atomic_write`); logs such as
-metrics.jsonl grow one whole line at a time (`append_line`). Either way a failed write (a
+Every file charlstm keeps goes through here: checkpoints, config.json, status.json and the
+token cache are replaced whole (`atomic_write`), and so are the files made for people,
+exports, pages, gate traces and generated corpora (`write_user_file`, which gives them the
+mode any new file of the user's gets); logs such as metrics.jsonl grow one whole line at a
+time (`append_line`). Either way a failed write (a
 full disk, a read-only or failing one, a quota) raises `errors.WriteFailed`: which file,
 why, how much it needed, what was kept. No torch here, so torch-free commands can write.
 
@@ -26,6 +28,9 @@ from charlstm.errors import SPACE_ERRORS, WriteFailed, reason
 
 _write_fd = os.write
 """The one place bytes reach the operating system (tests put a failing disk here)."""
+
+USER_FILE_MODE = 0o666
+"""What a file made for a person asks of the umask, as other tools' new files do (0644 under umask 022)."""
 
 
 class Sink:
@@ -87,7 +92,6 @@ def atomic_write(
     content: bytes | Callable[[Sink], None],
     needed: int | None = None,
     kept: str | None = None,
-    mode: int | None = None,
 ) -> None:
     """Write `content` (bytes, or a function that writes into a `Sink`) to `path` so that
     `path` is always either the old file or the whole new one.
@@ -99,9 +103,26 @@ def atomic_write(
     the previous file is intact, or that none was left); `needed` is the size when known
     beforehand (bytes content knows its own). Errors of the content function that are not
     writes (reading a corpus, a changed file) pass through as they are. The file is the
-    owner's alone (the temporary file's 0600) unless `mode` is given: then `mode` less the
-    umask, as `open` would make it (for files meant for others: a corpus, an export).
+    owner's alone (the temporary file's 0600): run folders and caches are the program's.
     """
+    _replace(path, content, needed, kept, mode=None)
+
+
+def write_user_file(
+    path: Path, content: bytes | Callable[[Sink], None], needed: int | None = None, kept: str | None = None
+) -> None:
+    """Write a file made for a person (an export, a report or inspect-gates page, a trace, a
+    generated corpus) as `atomic_write` does, with the mode any new file of theirs gets:
+    USER_FILE_MODE less the umask, as `open` or a shell redirect would make it. Such files are
+    handed on or served, so they are not kept owner-only like the temporary file they start as.
+    """
+    _replace(path, content, needed, kept, mode=USER_FILE_MODE)
+
+
+def _replace(
+    path: Path, content: bytes | Callable[[Sink], None], needed: int | None, kept: str | None, mode: int | None
+) -> None:
+    """`atomic_write`'s work; `mode` (less the umask) replaces the temporary file's 0600 when given."""
     path = Path(path)
     if isinstance(content, bytes | bytearray | memoryview):
         needed = len(content) if needed is None else needed

@@ -3,7 +3,7 @@
 Every check a user can fail runs before the checkpoint is read or anything is written:
 an output that exists (kept unless `force`), a missing folder, the same file named twice,
 ONNX export without its packages. Each file is written whole or not at all
-(`disk.atomic_write`), so a failed export never leaves half a file, nor damages the
+(`disk.write_user_file`), so a failed export never leaves half a file, nor damages the
 file it was asked to replace.
 """
 
@@ -58,9 +58,8 @@ def export(checkpoint: str | Path | None, onnx: Path | None, html: Path | None, 
 
 def write(path: Path, data: bytes) -> None:
     """Write the whole file or nothing (a failure is `WriteFailed`, the file it would replace
-    kept), readable by others as a new file would be (the umask's mode, not the owner-only
-    mode of the temporary file): exports are for sharing."""
-    disk.atomic_write(path, data, mode=0o666)
+    kept), with the mode of any new file of the user's (`disk.write_user_file`)."""
+    disk.write_user_file(path, data)
 
 
 def check_output(path: Path, force: bool) -> None:

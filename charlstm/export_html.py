@@ -39,22 +39,18 @@ TEMPLATE = "export_page.html"
 MODEL_MARK = "/*CHARLSTM_MODEL*/"
 WEIGHTS_MARK = "/*CHARLSTM_WEIGHTS*/"
 TITLE_MARK = "<!--CHARLSTM_TITLE-->"
+FIRST_LAYER_LOOKUP = ("w_ih", "b_ih")  # layer 0's input projection is input0, a row per character
 
 
 def page_tensors(model: CharLSTM) -> dict[str, Tensor]:
-    """The arrays the page's step reads, named as in the module docstring, from the Stepper."""
+    """The arrays the page's step reads, named as in the module docstring: what each layer's
+    cell says it needs (`page_tensors` in cells.py), numbered by layer, from the Stepper."""
     stepper = portable_stepper(model)
     tensors = {"input0": stepper.first_layer_inputs}
     for k, cell in enumerate(stepper.cells):
-        if k > 0:
-            tensors[f"w_ih{k}"] = cell.weight_ih_blocks
-            tensors[f"b_ih{k}"] = cell.bias_ih if model.config.cell == "gru" else cell.bias
-        if model.config.cell == "indylstm":
-            tensors[f"u{k}"] = cell.weight_hh
-        else:
-            tensors[f"w_hh{k}"] = cell.weight_hh_blocks
-        if model.config.cell == "gru":
-            tensors[f"b_hh{k}"] = cell.bias_hh
+        for name, tensor in cell.page_tensors().items():
+            if k > 0 or name not in FIRST_LAYER_LOOKUP:
+                tensors[f"{name}{k}"] = tensor
     tensors["w_out"] = stepper.decoder_weight
     tensors["b_out"] = stepper.decoder_bias
     return tensors

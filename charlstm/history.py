@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,6 @@ CHECKPOINTS = ("last.pt", "best.pt")
 RUN_FILES = (CONFIG, METRICS, STATUS, *CHECKPOINTS)
 STATES = ("running", "finished", "interrupted", "failed")
 LN2 = math.log(2)
-
-BLOCKS = "▁▂▃▄▅▆▇█"
-"""Sparkline levels on a terminal."""
-PLAIN_LEVELS = "_.-:=+*#"
-"""Sparkline levels when output is piped: ASCII that survives any locale and `grep`."""
-SPARK_WIDTH = 24
 
 
 # --- what the trainer writes ------------------------------------------------------------------
@@ -308,23 +302,31 @@ def _ago(seconds: float) -> str:
 
 
 def find_runs(root: Path) -> list[Run]:
-    """Every run under `root` (or `root` itself when it is a run), most recently active first:
-    the top one is the run `charlstm sample` picks by default."""
+    """Every run under `root` (or `root` itself when it is a run), most recently active first."""
     if not root.exists():
         raise CharlstmError(f"there is no folder {root}; give the folder that holds your runs: charlstm runs FOLDER")
     if not root.is_dir():
         raise CharlstmError(f"{root} is a file; give the folder that holds your runs: charlstm runs FOLDER")
     if is_run(root):
         return [read_run(root)]
-    runs = [read_run(d) for d in root.iterdir() if is_run(d)]
-    return sorted(runs, key=lambda r: (r.last_active, r.name), reverse=True)
+    return [read_run(d) for d in _newest_first(d for d in root.iterdir() if is_run(d))]
 
 
 def newest_run(root: Path) -> Run:
-    runs = find_runs(root)
-    if not runs:
-        raise CharlstmError(f"no runs under {root}/ yet; train one: charlstm train")
-    return runs[0]
+    """The run a command takes when given none: the most recently active run under `root` that
+    holds a checkpoint, the highest such in `charlstm runs`' list. One rule, so that sample,
+    eval, inspect-gates, serve, report and `charlstm.load()` all mean the same run; a run
+    killed before its first save is passed over, since it has nothing to load."""
+    folders = [d for d in root.iterdir() if is_run(d)] if root.is_dir() else []
+    for folder in _newest_first(folders):
+        if any((folder / name).is_file() for name in CHECKPOINTS):
+            return read_run(folder)
+    raise CharlstmError(f"no trained runs under {root}/; train one first: charlstm train")
+
+
+def _newest_first(folders: Iterable[Path]) -> list[Path]:
+    """Most recently active first (the newest file in the folder), then by name."""
+    return sorted(folders, key=lambda d: (_last_active(d), d.name), reverse=True)
 
 
 def summary(run: Run, state: tuple[str, str | None] | None = None) -> dict[str, Any]:
@@ -349,23 +351,7 @@ def summary(run: Run, state: tuple[str, str | None] | None = None) -> dict[str, 
     }
 
 
-# --- small formats shared by the table and the page --------------------------------------------
-
-
-def sparkline(values: Sequence[float], levels: str = BLOCKS, width: int = SPARK_WIDTH) -> str:
-    """Values as one character each (averaged into `width` buckets when there are more), the
-    lowest level for the smallest value."""
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return ""
-    if len(values) > width:
-        buckets = [values[i * len(values) // width : (i + 1) * len(values) // width] for i in range(width)]
-        values = [sum(b) / len(b) for b in buckets]
-    low, high = min(values), max(values)
-    if high - low < 1e-12:
-        return levels[len(levels) // 2] * len(values)
-    top = len(levels) - 1
-    return "".join(levels[int((v - low) / (high - low) * top + 0.5)] for v in values)
+# --- small formats shared by the state notes, the table and the page ------------------------------
 
 
 def format_duration(seconds: float) -> str:
@@ -387,66 +373,3 @@ def format_count(n: int | None) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.1f}k"
     return str(n)
-
-
-# --- the table --------------------------------------------------------------------------------
-
-COLUMNS = ("run", "corpus", "model", "params", "steps", "time", "best val", "status", "val bits/char")
-
-
-def table_rows(summaries: list[dict[str, Any]], levels: str) -> list[tuple[str, ...]]:
-    rows = []
-    for s in summaries:
-        shape = f"{s['cell']} {s['layers']}x{s['hidden']}" if s["cell"] else "?"
-        best = f"{s['best_val_bpc']:.3f}" if s["best_val_bpc"] is not None else "-"
-        rows.append(
-            (
-                s["name"],
-                s["corpus"] or "?",
-                shape,
-                format_count(s["parameters"]),
-                f"{s['steps']:,}",
-                format_duration(s["elapsed"]),
-                best,
-                s["state"],
-                sparkline(s["val_bpc"], levels),
-            )
-        )
-    return rows
-
-
-def render_plain(summaries: list[dict[str, Any]]) -> str:
-    """Aligned columns and ASCII only, for pipes; notes follow the table, one per line."""
-    rows = [COLUMNS, *table_rows(summaries, PLAIN_LEVELS)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    right = {3, 4, 5, 6}
-    lines = []
-    for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines + _note_lines(summaries)) + "\n"
-
-
-def render_table(summaries: list[dict[str, Any]]):
-    """A rich Table for a terminal, with a unicode sparkline; notes go in its caption. Cells are
-    Text, never markup: a run or corpus name may hold brackets."""
-    from rich.table import Table
-    from rich.text import Text
-
-    colours = {"running": "bold cyan", "finished": "green", "interrupted": "yellow", "failed": "red", "stopped": "red"}
-    table = Table(box=None, show_edge=False, pad_edge=False, caption_justify="left", header_style="bold")
-    for i, column in enumerate(COLUMNS):
-        table.add_column(column, justify="right" if i in (3, 4, 5, 6) else "left", no_wrap=i in (0, 8))
-    for s, row in zip(summaries, table_rows(summaries, BLOCKS), strict=True):
-        cells = [Text(c) for c in row]
-        cells[7].stylize(colours.get(s["state"], "dim"))
-        cells[8].stylize("cyan")
-        table.add_row(*cells)
-    notes = _note_lines(summaries)
-    if notes:
-        table.caption = Text("\n".join(notes), style="dim")
-    return table
-
-
-def _note_lines(summaries: list[dict[str, Any]]) -> list[str]:
-    return [f"note: {s['name']}: {note}" for s in summaries for note in s["notes"]]

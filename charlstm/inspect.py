@@ -38,7 +38,6 @@ CHUNK = 1024
 TOP_GUESSES = 5
 PASSAGE_TEMPERATURE = 0.8  # the default passage, when the run's corpus is not at hand
 DEFAULTS = InspectConfig()
-SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
 LOW, HIGH = 0.1, 0.9
 FEATURES = (
     "inside_quotes",
@@ -103,11 +102,13 @@ def replay(model: CharLSTM, vocabulary: Vocabulary, text: str, chunk: int = CHUN
 
 @dataclass
 class Statistics:
-    """Running sums over every step: saturation counts and moments for correlations."""
+    """Running sums over every step: saturation counts and moments for correlations.
+    `sigmoid_gates` are the cell's gates in [0, 1] (cells.py), whose saturation is counted."""
 
     quantities: tuple[str, ...]
     layers: int
     units: int
+    sigmoid_gates: tuple[str, ...]
     steps: int = 0
     low: Tensor = field(init=False)
     high: Tensor = field(init=False)
@@ -141,7 +142,7 @@ class Statistics:
         """Per (layer, sigmoid gate): fraction of steps each unit is < 0.1 and > 0.9."""
         result = {}
         for q, name in enumerate(self.quantities):
-            if name in SIGMOID_GATES:
+            if name in self.sigmoid_gates:
                 for k in range(self.layers):
                     result[(k, name)] = (self.low[k, q] / self.steps, self.high[k, q] / self.steps)
         return result
@@ -249,6 +250,10 @@ class Inspection:
     def kept_text(self) -> str:
         return self.text[: len(self.values)]
 
+    @property
+    def sigmoid_gates(self) -> tuple[str, ...]:
+        return self.statistics.sigmoid_gates
+
     def quantity_index(self, name: str) -> int:
         if name not in self.quantities:
             raise CharlstmError(f"a {self.cell} model has no {name!r}; choose one of {', '.join(self.quantities)}")
@@ -295,7 +300,7 @@ def inspect_text(model: CharLSTM, vocabulary: Vocabulary, text: str, keep: int |
         raise CharlstmError("there is no text to inspect")
     vocabulary.check(text, "the text to inspect")
     quantities = quantities_of(model)
-    statistics = Statistics(quantities, model.config.layers, model.config.hidden)
+    statistics = Statistics(quantities, model.config.layers, model.config.hidden, model.kind.sigmoid_gates)
     features = text_features(text)
     limit = len(text) if keep is None else min(keep, len(text))
     expecting = _Expecting(vocabulary.encode(text).long(), limit, min(TOP_GUESSES, len(vocabulary)))

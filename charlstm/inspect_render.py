@@ -26,12 +26,11 @@ from torch import Tensor
 
 from charlstm import disk
 from charlstm.errors import CharlstmError
-from charlstm.inspect import SIGMOID_GATES, GateReport
+from charlstm.inspect import GateReport
 
 VIEWS = ("gates", "surprise")
 SURPRISE_SCALE = 8.0  # bits where the surprise colour is reddest: a character the model gave 1 in 256
 MOST_SURPRISING = 10  # rows of the terminal's table of the most surprising characters
-USER_FILE = 0o666  # exports are for sharing: the umask's mode, as a new file would get, not owner-only
 
 
 def check_view(view: str) -> str:
@@ -40,14 +39,15 @@ def check_view(view: str) -> str:
     return view
 
 
-def display_value(quantity: str, values: Tensor) -> Tensor:
+def display_value(quantity: str, values: Tensor, sigmoid_gates: tuple[str, ...]) -> Tensor:
     """One unit's values over time mapped to [-1, 1] for colour.
 
-    Gates map [0, 1] linearly. The cell state is unbounded, and a counting cell drifts to
-    magnitudes where tanh shows one flat colour, so it is divided by its largest magnitude
-    in the window instead: its shape over the text is what a reader looks for.
+    Gates in [0, 1] (the cell's `sigmoid_gates`) map linearly. The cell state is unbounded,
+    and a counting cell drifts to magnitudes where tanh shows one flat colour, so it is
+    divided by its largest magnitude in the window instead: its shape over the text is what
+    a reader looks for.
     """
-    if quantity in SIGMOID_GATES:
+    if quantity in sigmoid_gates:
         return values * 2 - 1
     if quantity == "cell":
         return values / values.abs().max().clamp_min(1e-6)
@@ -110,7 +110,7 @@ def _gate_text(report: GateReport):
     inspection, q = report.inspection, report.inspection.quantity_index(report.quantity)
     out = Text()
     for unit in report.units:
-        values = display_value(report.quantity, inspection.values[:, report.layer, q, unit])
+        values = display_value(report.quantity, inspection.values[:, report.layer, q, unit], inspection.sigmoid_gates)
         out.append(f"layer {report.layer} unit {unit} ({report.quantity})\n", style="bold")
         for ch, v in zip(inspection.kept_text, values.tolist(), strict=True):
             out.append(shown(ch), style=f"black on {_rgb(colour(v))}")
@@ -264,10 +264,9 @@ def _gate_sections(report: GateReport) -> str:
     sections = []
     for unit in report.units:
         raw = inspection.values[:, report.layer, q, unit]
+        shown_values = display_value(report.quantity, raw, inspection.sigmoid_gates)
         spans = []
-        for t, (ch, v, s) in enumerate(
-            zip(inspection.kept_text, raw.tolist(), display_value(report.quantity, raw).tolist(), strict=True)
-        ):
+        for t, (ch, v, s) in enumerate(zip(inspection.kept_text, raw.tolist(), shown_values.tolist(), strict=True)):
             spans.append(
                 f'<span style="background:{_rgb(colour(s))}" '
                 f'title="#{t} {html.escape(repr(ch))}: {v:.4f}">{html.escape(shown(ch))}</span>'
@@ -385,7 +384,7 @@ def export_json(report: GateReport, path: Path) -> None:
         "bits": bits,
         "guesses": [expected.guesses(t) for t in range(len(expected.text))],
     }
-    disk.atomic_write(path, json.dumps(payload).encode("utf-8"), mode=USER_FILE)
+    disk.write_user_file(path, json.dumps(payload).encode("utf-8"))
 
 
 def export_npz(report: GateReport, path: Path) -> None:
@@ -406,7 +405,7 @@ def export_npz(report: GateReport, path: Path) -> None:
             alphabet=expected.alphabet,
         )
 
-    disk.atomic_write(path, write, mode=USER_FILE)
+    disk.write_user_file(path, write)
 
 
 class _ZipTarget:
@@ -447,7 +446,7 @@ class Outputs:
         """Write each file asked for, whole or not at all (a failure is `WriteFailed`, and the
         file it would have replaced is kept), yielding its path once it is written."""
         writers = (
-            (self.html, lambda path: disk.atomic_write(path, page(report, title).encode("utf-8"), mode=USER_FILE)),
+            (self.html, lambda path: disk.write_user_file(path, page(report, title).encode("utf-8"))),
             (self.json, lambda path: export_json(report, path)),
             (self.npz, lambda path: export_npz(report, path)),
         )

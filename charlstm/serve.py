@@ -17,18 +17,22 @@ at once and kept states are limited (`ServeConfig`), and every refusal is a JSON
 `{"error": one line, "limit": "--option"}` with a 4xx status (on /v1/*, OpenAI's error shape).
 A bad request never reaches the model thread, and nothing a client sends can stop the server.
 With `--api-key`, /v1/* answers only requests that carry it.
+
+This module is the HTTP layer: routes, bodies, answers and streams (`Handler`), the listening
+socket with the model and its model thread (`Server`), and `start`. What a request may ask is
+checked in `serve_requests`, what the server says about itself is `serve_info`, and the batch
+every request draws in is `serve_batch`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, fields, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -36,12 +40,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from charlstm import __version__
-from charlstm.config import FLAGS, InspectConfig, SamplingConfig
 from charlstm.errors import CharlstmError
-from charlstm.serve_batch import Batcher, GenerateRequest, Limits, Refused, Unit
+from charlstm.serve_batch import Batcher, Limits, Refused
 from charlstm.serve_config import ServeConfig, option
+from charlstm.serve_info import describe, offered_units
 from charlstm.serve_openai import NAMES as OPENAI_NAMES
 from charlstm.serve_openai import Completions, authorized, error_json, model_id, models
+from charlstm.serve_requests import generate_request, score
 
 if TYPE_CHECKING:
     from charlstm.api import Model
@@ -63,246 +68,6 @@ def exposure(config: ServeConfig) -> str | None:
         "playground answer anyone who reaches the port; put a reverse proxy with authentication in front of "
         "them (docs/serve.md)"
     )
-
-
-MAX_UNITS = 16
-"""Units one request may trace (and the playground offers at most)."""
-
-MAX_STOPS, MAX_STOP_LENGTH = 16, 64
-"""Stop strings one request may give, and their most characters: every live sample is checked
-against its stop strings at each character, in the one thread that draws for everyone."""
-
-SAMPLING_FIELDS: dict[str, str] = {
-    "prime": "a string or null",
-    "length": "an integer",
-    "temperature": "a number",
-    "top_k": "an integer",
-    "top_p": "a number",
-    "stop": "a string or a list of strings",
-    "min_length": "an integer",
-    "num_samples": "an integer",
-    "seed": "an integer or null",
-}
-"""The `SamplingConfig` settings a request may give, with the JSON type each takes; their
-meanings and defaults are `charlstm sample`'s (the dataclass's)."""
-
-GENERATE_FIELDS: dict[str, str] = SAMPLING_FIELDS | {
-    "stream": "true or false",
-    "keep": "true or false",
-    "session": "a string",
-    "units": "a list of {layer, quantity, unit}",
-}
-SCORE_FIELDS = {"text": "a string", "dynamic": "true or false"}
-
-
-# --- requests -------------------------------------------------------------------------
-
-
-def _kind_ok(kind: str, value: Any) -> bool:
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    return {
-        "an integer": is_int,
-        "an integer or null": value is None or is_int,
-        "a number": is_int or isinstance(value, float),
-        "a string": isinstance(value, str),
-        "a string or null": value is None or isinstance(value, str),
-        "a string or a list of strings": isinstance(value, str)
-        or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
-        "true or false": isinstance(value, bool),
-        "a list of {layer, quantity, unit}": isinstance(value, list),
-    }[kind]
-
-
-def _checked(body: dict[str, Any], known: dict[str, str]) -> dict[str, Any]:
-    """`body` once every field is known and of its type."""
-    unknown = sorted(body.keys() - known.keys())
-    if unknown:
-        raise Refused(400, f"unknown field {unknown[0]!r}; the fields are {', '.join(known)}")
-    for name, value in body.items():
-        if not _kind_ok(known[name], value):
-            raise Refused(400, f"{name} must be {known[name]}, got {json.dumps(value)[:40]}")
-    return body
-
-
-def _api_words(message: str, names: Mapping[str, str]) -> str:
-    """A library message as a request's author reads it: settings by field name, not by flag."""
-    for name in SAMPLING_FIELDS:
-        flag = FLAGS.get(name)
-        if flag:
-            message = message.replace(flag, names.get(name, name))
-    return message
-
-
-def generate_request(
-    body: dict[str, Any], model: Model, config: ServeConfig, names: Mapping[str, str] | None = None
-) -> GenerateRequest:
-    """A /generate body as the model thread's request, or `Refused` with one line saying why;
-    `names` are the request's own names for settings where they differ (OpenAI's `max_tokens`)."""
-    names = names or {}
-    from charlstm.sample import check, unreachable_stops
-
-    body = _checked(body, GENERATE_FIELDS)
-    settings = {name: body[name] for name in SAMPLING_FIELDS if name in body}
-    if "stop" in settings:
-        stops = settings["stop"] = (settings["stop"],) if isinstance(settings["stop"], str) else tuple(settings["stop"])
-        if len(stops) > MAX_STOPS or max(map(len, stops), default=0) > MAX_STOP_LENGTH:
-            raise Refused(400, f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_LENGTH} characters each")
-    session = body.get("session")
-    if "seed" in settings and settings["seed"] is not None:
-        last = settings["seed"] + settings.get("num_samples", 1) - 1
-        if settings["seed"] < -(2**63) or last >= 2**64:
-            raise Refused(400, f"seed must be in -2**63 .. 2**64 - num_samples, got {settings['seed']}")
-    read = ""
-    if session is not None:
-        if "seed" in settings or settings.get("num_samples", 1) != 1:
-            raise Refused(
-                400, "a continuation draws one sample on from its own random stream: leave out seed and num_samples"
-            )
-        read = settings.pop("prime", None) or ""
-        model.vocabulary.check(read, "the prime")  # CharlstmError: 400 where it is caught
-    try:
-        sampling = replace(SamplingConfig(), **settings)
-        prime = read if session is not None else check(sampling, model.vocabulary)
-    except CharlstmError as e:
-        raise Refused(400, _api_words(str(e), names)) from None
-    for name in ("length", "num_samples"):
-        _within(name, getattr(sampling, name), name not in settings, config, names.get(name, name))
-    unreachable = unreachable_stops(sampling, model.vocabulary)
-    if unreachable:
-        raise Refused(400, _api_words(unreachable[0], names))
-    if len(body.get("units", ())) > MAX_UNITS:
-        raise Refused(400, f"units lists {len(body['units'])} units; at most {MAX_UNITS} may be traced at once")
-    units = tuple(_unit(value, model) for value in body.get("units", ()))
-    return GenerateRequest(sampling, prime, body.get("stream", False), body.get("keep", False), session, units)
-
-
-def _within(name: str, value: int, default: bool, config: ServeConfig, called: str) -> None:
-    """Refuse a `length` or `num_samples` (asked for, or the default) above the server's limit;
-    `called` is the request's name for it."""
-    limit = {"length": "max_length", "num_samples": "max_samples"}[name]
-    if value > getattr(config, limit):
-        given = f"{called} {value}" + (" (the default)" if default else "")
-        raise Refused(400, f"{given} is above this server's {option(limit)} {getattr(config, limit)}", option(limit))
-
-
-def _unit(value: Any, model: Model) -> Unit:
-    """One entry of `units`: {"layer": L, "quantity": Q, "unit": U}, each within the model."""
-    if not isinstance(value, dict) or set(value) != {"layer", "quantity", "unit"}:
-        raise Refused(400, 'each entry of units must be {"layer": L, "quantity": Q, "unit": U}')
-    layer, quantity, unit = value["layer"], value["quantity"], value["unit"]
-    c, quantities = model.model.config, model.model.kind.quantities
-    if not _kind_ok("an integer", layer) or not 0 <= layer < c.layers:
-        raise Refused(400, f"units: layer must be an integer in 0..{c.layers - 1}, got {json.dumps(layer)}")
-    if quantity not in quantities:
-        raise Refused(
-            400, f"units: a {c.cell} model has no quantity {json.dumps(quantity)}; it has {', '.join(quantities)}"
-        )
-    if not _kind_ok("an integer", unit) or not 0 <= unit < c.hidden:
-        raise Refused(400, f"units: unit must be an integer in 0..{c.hidden - 1}, got {json.dumps(unit)}")
-    return Unit(layer, quantity, quantities.index(quantity), unit)
-
-
-def score(body: dict[str, Any], model: Model, lock: threading.Lock) -> dict[str, Any]:
-    """A /score body's text scored by `Model.score` (what `charlstm eval` computes); with
-    `"dynamic": true`, by a copy of the weights adapting to it for this request alone (what
-    `charlstm eval --dynamic` computes), beside the static figure of the same reading."""
-    import torch
-
-    body = _checked(body, SCORE_FIELDS)
-    text = body.get("text")
-    if text is None:
-        raise Refused(400, 'score needs a text: {"text": "..."}')
-    try:
-        with lock, torch.no_grad():
-            result = model.score(text, dynamic=body.get("dynamic", False))
-    except CharlstmError as e:
-        raise Refused(400, str(e)) from None
-    answer = {"nats_per_char": result.nats, "bits_per_char": result.bits, "characters": result.characters}
-    if body.get("dynamic"):
-        answer |= {"static_nats_per_char": result.static.nats, "static_bits_per_char": result.static.bits}
-    return answer
-
-
-# --- what the server says about itself ------------------------------------------------
-
-
-def offered_units(model: Model) -> tuple[list[dict[str, Any]], str]:
-    """The units the playground offers, with the text feature each tracks best, found once by
-    `charlstm inspect-gates`' unit finder on its default passage; and what that passage was."""
-    from charlstm import inspect
-
-    defaults = InspectConfig()
-    settings = model.checkpoint.train_config
-    text, source = inspect.default_passage(settings, model.model, model.vocabulary, defaults.length, defaults.seed)
-    report = inspect.gate_report(model.model, model.vocabulary, text, source)
-    inspection = report.inspection
-    findings = [
-        *inspection.strongest_units(report.quantity, report.layer),
-        *report.finder,
-        *(inspection.strongest_units(gate, n=1)[0] for gate in model.model.kind.gate_names),
-    ]
-    offered: dict[tuple[int, str, int], dict[str, Any]] = {}
-    for f in findings:
-        key = (f.layer, f.quantity, f.unit)
-        if key not in offered and len(offered) < MAX_UNITS:
-            offered[key] = {
-                "layer": f.layer,
-                "quantity": f.quantity,
-                "unit": f.unit,
-                "feature": f.feature,
-                "r": round(f.r, 3),
-            }
-    return list(offered.values()), source
-
-
-def palette() -> dict[str, Any]:
-    """inspect-gates' colours as tables the page looks up (101 steps each), so the page
-    colours exactly as `inspect_render` does without a second copy of its formulas, and how
-    each quantity's values map to [-1, 1] (`inspect_render.display_value`)."""
-    from charlstm import inspect_render as render
-
-    steps = [i / 50 - 1 for i in range(101)]
-    return {
-        "gate": [render._rgb(render.colour(v)) for v in steps],
-        "surprise": [render._rgb(render.surprise_colour(render.SURPRISE_SCALE * i / 100)) for i in range(101)],
-        "surprise_scale": render.SURPRISE_SCALE,
-        "not_predicted": render._rgb(render.surprise_colour(math.nan)),
-        "display": {"sigmoid": sorted(render.SIGMOID_GATES), "scaled": ["cell"]},
-    }
-
-
-def describe(model: Model, config: ServeConfig, units: list[dict[str, Any]], units_from: str) -> dict[str, Any]:
-    """GET /info: what is loaded and what a request may ask."""
-    from charlstm.model import parameter_count
-
-    c = model.model.config
-    train_config, resume = model.checkpoint.train_config, model.checkpoint.resume
-    defaults = asdict(SamplingConfig())
-    return {
-        "charlstm": __version__,
-        "model": {
-            "checkpoint": str(model.path),
-            "cell": c.cell,
-            "layers": c.layers,
-            "hidden": c.hidden,
-            "embedding": c.embedding,
-            "parameters": parameter_count(model.model),
-            "quantities": list(model.model.kind.quantities),
-            "steps_trained": resume.step if resume else None,
-            "best_val_bits_per_char": resume.best_val_loss / math.log(2) if resume and resume.best_val_loss else None,
-        },
-        "corpus": (train_config.corpus or "the default corpus") if train_config else None,
-        "vocabulary": {"size": len(model.vocabulary), "characters": model.vocabulary.chars},
-        "defaults": {name: defaults[name] for name in SAMPLING_FIELDS},
-        "limits": {
-            option(f.name): getattr(config, f.name)
-            for f in fields(ServeConfig)
-            if f.name.startswith(("max", "session"))
-        },
-        "units": units,
-        "units_from": units_from,
-        "palette": palette(),
-    }
 
 
 # --- HTTP -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ One thread owns the model's batch, one `sample.Streams`. A request thread reads 
 model thread a `Job` and reads what it draws from the job's queue. Between steps the model
 thread admits the jobs that arrived (all of them, so requests that come together share each
 batched product: 16 clients cost about one batch of 16 rows, not 16 runs), takes out the rows
-of clients that went away, and lets kept states expire. Nothing here knows HTTP: `serve.py`
-turns requests into `GenerateRequest`s and events into responses.
+of clients that went away, and lets kept states expire. Nothing here knows HTTP: `serve_requests.py`
+turns requests into `GenerateRequest`s and `serve.py` events into responses.
 
 A kept state is the finished `sample.Row` itself: its hidden state after the last character
 it drew, and its random stream where it stopped. A continuation restarts that row with new

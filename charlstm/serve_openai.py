@@ -3,9 +3,9 @@
 The protocol that llama.cpp, vLLM, text-generation-inference and Ollama also speak, so the
 `openai` clients, LangChain and curl recipes work by changing one base URL. This module is the
 mapping only: a request becomes the /generate bodies it means (one per prompt, `n` samples
-each), `serve.py` checks and draws them through the same batch as /generate, and the events
-come back here to be shaped as OpenAI's answers: one JSON object, or server-sent events ending
-in `data: [DONE]`. No HTTP and no model here.
+each), `serve_requests.py` checks them and `serve.py` draws them through the same batch as
+/generate, and the events come back here to be shaped as OpenAI's answers: one JSON object,
+or server-sent events ending in `data: [DONE]`. No HTTP and no model here.
 
 A token is one character: `max_tokens`, `logprobs` and `usage` count characters.
 """

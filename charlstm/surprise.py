@@ -69,7 +69,7 @@ def character_bits(model: CharLSTM, tokens: Tensor, device: str = "auto", precis
     the few at the end that fill no stream."""
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_, model.config.cell)
-    # read as train.evaluate_tokens reads a text: the same streams score the same characters
+    # read as evaluation.evaluate_tokens reads a text: the same streams score the same characters
     batches = corpus.validation_streams(tokens, max_streams=EVAL_STREAMS, seq_len=EVAL_SEQ_LEN)
     streams, length = batches.targets.shape
     starts = torch.arange(streams)[:, None] * length + 1  # the position of each stream's first target

@@ -84,8 +84,8 @@ def make(task: str, chars: int, seed: int = 0) -> tuple[str, list[Probe]]:
 
 
 def write(out: Path, text: str) -> None:
-    """Save a generated corpus to `out`, whole or not at all (`disk.atomic_write`: a full disk
+    """Save a generated corpus to `out`, whole or not at all (`disk.write_user_file`: a full disk
     is one line and leaves no partial file); an existing file is never replaced."""
     if out.exists():
         raise CharlstmError(f"{out} exists; charlstm never overwrites a corpus, choose another name")
-    disk.atomic_write(out, text.encode("utf-8"), mode=0o666)
+    disk.write_user_file(out, text.encode("utf-8"))

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from charlstm.model import CharLSTM
 from charlstm.pacing import paced, within_share
 from charlstm.sample import default_prime, generate
 from charlstm.sizing import PrecisionChoice, Sizing
+from charlstm.stopping import Agreement, sigint_deferred, stop_requests
 
 
 def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
@@ -272,7 +272,7 @@ class Trainer:
         path = self.run_dir / name
         failure = None
         if self.ranks.main:
-            with _sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
+            with sigint_deferred(deliver=not stopping) if self.ranks.world == 1 else nullcontext():
                 try:
                     checkpoint.save_atomic(self.to_checkpoint().to_payload(), path)
                 except WriteFailed as e:
@@ -401,7 +401,7 @@ class Trainer:
         listener.started(self)
         self.record_status("running")
         try:
-            with self._stop_requests():
+            with stop_requests(self.ranks.world > 1, self._request_stop):
                 self._loop(listener)
         except KeyboardInterrupt:
             path = self.save(checkpoint.LAST, stopping=True)
@@ -428,7 +428,7 @@ class Trainer:
         loss_sum, loss_count, last_loss = torch.zeros((), device=self.device), 0, None
         tick, tick_step = self.clock(), self.step
         clock = self.clock()
-        agreement = _Agreement(self.step, self.elapsed)
+        agreement = Agreement(self.step, self.elapsed)
         while not self.finished():
             loss_sum += self.train_step()
             loss_count += 1
@@ -505,71 +505,6 @@ class Trainer:
             if evaluated:
                 self.reserve = seconds
 
-    @contextmanager
-    def _stop_requests(self):
-        """In a distributed run, Ctrl-C (and torchrun's SIGTERM) only ask to stop: the ranks
-        agree on it after the step they are in and save together, since one rank cannot
-        save the others' state alone. A one-process run takes KeyboardInterrupt as it comes."""
-        if self.ranks.world == 1:
-            yield
-            return
-        wanted = (signal.SIGINT, signal.SIGTERM)
-        previous = {
-            sig: signal.signal(sig, lambda signum, frame: setattr(self, "stop_requested", True)) for sig in wanted
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-AGREE_EVERY = 10
-"""In a distributed run, the ranks agree on (elapsed, stop) at most this many steps apart."""
-
-
-class _Agreement:
-    """When the ranks of a distributed run next agree on elapsed time and a stop request.
-
-    Agreeing is a collective and two host syncs, so it is not done every step: every
-    AGREE_EVERY steps, at every evaluation (so checkpoints hold agreed time), at the step
-    budget, and every step once the time budget is within two agreements' worth of steps.
-    Every rank computes the schedule from agreed values alone, so all ranks join each
-    agreement; between agreements the learning rate reads the last agreed time, the same
-    on every rank. A time budget is thus still met at the first step that passes it.
-    """
-
-    def __init__(self, step: int, elapsed: float):
-        self.step, self.elapsed, self.pending = step, elapsed, 0.0
-        self.next = step + 1
-
-    def due(self, step: int, config: TrainConfig) -> bool:
-        return step >= self.next or step % config.eval_every == 0 or bool(config.max_steps and step >= config.max_steps)
-
-    def agreed(self, step: int, elapsed: float, config: TrainConfig) -> None:
-        step_time = (elapsed - self.elapsed) / max(step - self.step, 1)
-        gap = AGREE_EVERY
-        if config.max_time and step_time > 0:
-            gap = min(gap, max(1, int((config.max_time - elapsed) / step_time / 2)))
-        self.step, self.elapsed, self.pending, self.next = step, elapsed, 0.0, step + gap
-
-
-@contextmanager
-def _sigint_deferred(deliver: bool = True):
-    """Hold Ctrl-C until the block ends, so a save is never cut in half.
-
-    A Ctrl-C that arrives inside is remembered and, with `deliver`, raised as
-    KeyboardInterrupt once the block is done; ignoring it would lose the user's request.
-    """
-    received: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and deliver:
-        raise KeyboardInterrupt
+    def _request_stop(self) -> None:
+        """A distributed run's Ctrl-C or SIGTERM: the ranks stop together at their next agreement."""
+        self.stop_requested = True

@@ -23,9 +23,12 @@ def write_run(
     state: str | None = "finished",
     cell: str = "lstm",
     mtime: float | None = None,
+    saved: bool = True,
     **status: object,
 ) -> Path:
-    """A run folder as the trainer writes it: config, one metrics record per evaluation, samples, status."""
+    """A run folder as the trainer writes it: config, one metrics record per evaluation, samples, status,
+    and (unless `saved` is False: a run stopped before its first save) last.pt and best.pt, which
+    nothing here reads but whose presence makes the run one a command may load."""
     run = root / name
     run.mkdir(parents=True)
     steps = every * len(val_bpc)
@@ -48,6 +51,9 @@ def write_run(
         record = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "updated": 0.0}
         record |= {"step": steps, "elapsed": len(val_bpc) * 2.5, "error": None} | status
         (run / "status.json").write_text(json.dumps(record))
+    if saved:
+        for name in ("last.pt", "best.pt"):
+            (run / name).write_bytes(b"not read by the listing")
     if mtime is not None:
         for f in run.iterdir():
             os.utime(f, (mtime, mtime))

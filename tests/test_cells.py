@@ -1,12 +1,19 @@
 """The explicit cells are the reference; the fused kernels must agree with them."""
 
+import re
+from functools import partial
+from pathlib import Path
+
 import pytest
 import torch
 
-from charlstm.cells import CELLS, GRUCell, IndyLSTMCell, LSTMCell, RNNCell
+from charlstm import config, export_html, inspect, inspect_render, serve_info
+from charlstm.cells import CELLS, PYTORCH_PARAMETERS, CellKind, GRUCell, IndyLSTMCell, LSTMCell, RNNCell
 from charlstm.fast_matmul import affine, column_blocks
 from charlstm.indylstm import IndyLSTMSequence
 from charlstm.model import CELL_TYPES, CharLSTM, ModelConfig, Stepper
+from charlstm.tokenizer import Vocabulary
+from tests.helpers import invoke
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -182,3 +189,62 @@ def test_fused_and_explicit_paths_agree_where_the_weights_are_cut_into_blocks():
     ids = torch.randint(0, 30, (1, 20))
     assert Stepper(model).cells[1].weight_hh_blocks.shape == (2, 512, 1024)
     assert_paths_agree(model, ids)
+
+
+class SquashedRNNCell(RNNCell):
+    """A toy cell for the registry tests: the plain RNN, reporting one sigmoid gate."""
+
+    gate_names = ("squash",)
+    sigmoid_gates = ("squash",)
+
+    def step(self, x_projected, state):
+        (h,) = state
+        preactivation = affine(x_projected, h, self.weight_hh_blocks)
+        return (torch.tanh(preactivation),), (torch.sigmoid(preactivation),)
+
+    def page_tensors(self):
+        return super().page_tensors() | {"squash_bias": self.bias}
+
+
+def test_every_cell_says_every_fact_the_rest_of_charlstm_reads():
+    """Gates, which of them are sigmoids and the page's arrays come from the registry; the
+    exported page's step reads every array a cell names, under that name."""
+    page = (Path(export_html.__file__).parent / export_html.TEMPLATE).read_text(encoding="utf-8")
+    read_by_page = set(re.findall(r'W\["(\w+)" \+ k\]', page))
+    for name, kind in CELLS.items():
+        assert set(kind.sigmoid_gates) <= set(kind.gate_names), name
+        assert kind.state_names and kind.state_names[0] == "hidden", name
+        model = CharLSTM(ModelConfig(vocab_size=5, cell=name, layers=2, hidden=4, embedding=3))
+        tensors = export_html.page_tensors(model)
+        per_layer = {t[:-1] for t in tensors if t.endswith("1")}
+        assert per_layer <= read_by_page, f"{name}: the page reads no {per_layer - read_by_page}"
+        first_layer = {t[:-1] for t in tensors if t.endswith("0") and t != "input0"}
+        assert first_layer == per_layer - set(export_html.FIRST_LAYER_LOOKUP), name
+
+
+def test_a_cell_added_to_the_registry_alone_is_seen_by_the_model_inspection_export_and_server(monkeypatch):
+    kind = CellKind("squashed", SquashedRNNCell, partial(torch.nn.RNN, batch_first=True), PYTORCH_PARAMETERS)
+    monkeypatch.setitem(CELLS, kind.name, kind)
+    monkeypatch.setattr(config, "CELL_TYPES", (*config.CELL_TYPES, kind.name))
+    torch.manual_seed(0)
+    vocabulary = Vocabulary.from_text("abcab ")
+    model = CharLSTM(ModelConfig(vocab_size=len(vocabulary), cell="squashed", layers=2, hidden=4, embedding=3)).eval()
+    assert model.kind.quantities == ("squash", "hidden")
+    inspection = inspect.inspect_text(model, vocabulary, "abcab abc" * 5)
+    assert inspection.quantities == ("squash", "hidden") and inspection.sigmoid_gates == ("squash",)
+    assert {row.gate for row in inspect.saturation_rows(inspection)} == {"squash"}
+    raw = torch.tensor([0.0, 0.5, 1.0])
+    assert inspect_render.display_value("squash", raw, inspection.sigmoid_gates).tolist() == [-1.0, 0.0, 1.0]
+    assert {"squash_bias0", "squash_bias1", "w_ih1", "w_hh0"} <= set(export_html.page_tensors(model))
+    assert serve_info.palette(model.kind.sigmoid_gates)["display"]["sigmoid"] == ["squash"]
+
+
+def test_the_options_that_name_cells_or_gates_name_every_one_the_registry_has(capsys):
+    """config.CELL_TYPES is the names --help can list without torch; inspect-gates' --gate help
+    lists the quantities. Both follow the registry, so a new cell cannot be left out of them."""
+    _, train_help, _ = invoke(capsys, "train", "--help")
+    _, inspect_help, _ = invoke(capsys, "inspect-gates", "--help")
+    for name, kind in CELLS.items():
+        assert name in CELL_TYPES and re.search(rf"\b{name}\b", train_help), name
+        for quantity in kind.quantities:
+            assert re.search(rf"\b{quantity}\b", inspect_help), f"{name}: --gate help lacks {quantity}"

@@ -141,11 +141,18 @@ def test_help_and_version_do_not_import_torch():
     assert run_cli("--version").stdout.startswith("charlstm ")
 
 
-def test_every_command_has_help_with_examples():
-    for command in ("train", "sample", "inspect-gates", "synth", "eval"):
-        result = run_cli(command, "--help")
-        assert result.returncode == 0
-        assert "Examples" in result.stdout and f"charlstm {command}" in result.stdout
+def test_every_command_has_help_with_examples(capsys):
+    group = typer.main.get_command(app)
+    commands = [
+        (name, *([sub] if sub else []))
+        for name, command in group.commands.items()
+        for sub in (getattr(command, "commands", None) or [None])  # a group's commands: corpus list, corpus get
+    ]
+    assert {("train",), ("serve",), ("corpus", "get")} <= set(commands), "the app's commands are all listed"
+    for command in commands:
+        code, out, _ = invoke(capsys, *command, "--help")
+        assert code == 0, command
+        assert "Examples" in out and f"charlstm {' '.join(command)}" in out, command
 
 
 def test_train_help_states_the_real_defaults():

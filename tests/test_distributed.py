@@ -97,10 +97,10 @@ def test_a_rescan_never_removes_the_token_file_of_the_same_text(tmp_path, monkey
 
 def test_ranks_agree_every_few_steps_and_every_step_near_the_time_budget():
     from charlstm.config import TrainConfig
-    from charlstm.trainer import AGREE_EVERY, _Agreement
+    from charlstm.stopping import AGREE_EVERY, Agreement
 
     config = TrainConfig(max_time=100.0, eval_every=45)
-    agreement = _Agreement(0, 0.0)
+    agreement = Agreement(0, 0.0)
     due = []
     step, clock, agreed = 0, 0.0, 0.0
     while agreed < config.max_time:  # the loop's finished(): agreed time only
@@ -115,7 +115,7 @@ def test_ranks_agree_every_few_steps_and_every_step_near_the_time_budget():
     assert due[-3:] == [198, 199, 200]
     assert len(due) < 40, "not every step"
     steps_only = TrainConfig(max_steps=25, max_time=0, eval_every=250)
-    assert [s for s in range(1, 26) if _Agreement(0, 0.0).due(s, steps_only)][-1] == 25
+    assert [s for s in range(1, 26) if Agreement(0, 0.0).due(s, steps_only)][-1] == 25
 
 
 def _any_rank(rank: int, port: int, results) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import history
+from charlstm import checkpoint, history, report, runs_table
 from charlstm.errors import CharlstmError
 from tests.helpers import invoke, run_cli
 from tests.run_folders import LN2, write_run
@@ -104,7 +104,7 @@ def test_half_written_and_older_run_folders_are_listed_with_a_note(tmp_path):
     assert any("no readable config.json" in note for note in summaries["weights-only"]["notes"])
     assert "status.json names no known state" in summaries["odd-status"]["notes"]
     assert "config.json from an older charlstm: some settings unknown" in summaries["old-config"]["notes"]
-    table = history.render_plain(list(summaries.values()))
+    table = runs_table.render_plain(list(summaries.values()))
     assert "note: cut-short: metrics.jsonl ends in a half-written line (skipped)" in table
 
 
@@ -119,12 +119,12 @@ def test_records_repeated_after_a_resume_replace_the_earlier_ones(tmp_path):
 
 
 def test_the_sparkline_runs_from_the_highest_block_down_to_the_lowest():
-    assert history.sparkline([4.0, 3.0, 2.5, 2.25, 2.0]) == "█▅▃▂▁"
-    assert history.sparkline([2.0, 2.0]) == "▅▅"
-    assert history.sparkline([]) == ""
-    assert history.sparkline([3.0, math.nan, 1.0], history.PLAIN_LEVELS) == "#_"
-    long = history.sparkline([100 - i for i in range(1000)])
-    assert len(long) == history.SPARK_WIDTH and long[0] == "█" and long[-1] == "▁"
+    assert runs_table.sparkline([4.0, 3.0, 2.5, 2.25, 2.0]) == "█▅▃▂▁"
+    assert runs_table.sparkline([2.0, 2.0]) == "▅▅"
+    assert runs_table.sparkline([]) == ""
+    assert runs_table.sparkline([3.0, math.nan, 1.0], runs_table.PLAIN_LEVELS) == "#_"
+    long = runs_table.sparkline([100 - i for i in range(1000)])
+    assert len(long) == runs_table.SPARK_WIDTH and long[0] == "█" and long[-1] == "▁"
 
 
 def test_durations_and_counts_read_at_a_glance():
@@ -232,6 +232,26 @@ def test_runs_on_an_empty_or_missing_folder_says_so_in_one_line(capsys, tmp_path
         f"charlstm: error: there is no folder {tmp_path / 'nowhere'}; give the folder that holds your runs: "
         "charlstm runs FOLDER\n"
     )
+
+
+def test_one_newest_run_rule_for_every_command_that_takes_a_run_by_default(tmp_path):
+    write_run(tmp_path, "older", mtime=1_000_000)
+    write_run(tmp_path, "newer", mtime=2_000_000)
+    write_run(tmp_path, "newest-unsaved", mtime=3_000_000, saved=False)  # killed before its first save
+    assert [r.name for r in history.find_runs(tmp_path)][:2] == ["newest-unsaved", "newer"]
+    assert history.newest_run(tmp_path).name == "newer"
+    # sample, eval, inspect-gates, serve and charlstm.load resolve through checkpoint.resolve; report through load_runs
+    assert checkpoint.resolve(None, root=tmp_path) == tmp_path / "newer" / "best.pt"
+    assert [r.name for r in report.load_runs([], root=tmp_path)] == ["newer"]
+    os.utime(tmp_path / "older" / "last.pt", (4_000_000, 4_000_000))  # any file written makes a run active
+    assert history.newest_run(tmp_path).name == checkpoint.resolve(None, root=tmp_path).parent.name == "older"
+
+
+def test_with_no_saved_run_the_newest_run_is_one_clear_error(tmp_path):
+    write_run(tmp_path, "unsaved", saved=False)
+    for root in (tmp_path, tmp_path / "nowhere"):
+        with pytest.raises(CharlstmError, match=f"^no trained runs under {re.escape(str(root))}/; train one first"):
+            history.newest_run(root)
 
 
 def test_find_runs_refuses_a_file(tmp_path):

@@ -59,7 +59,7 @@ def test_gates_are_the_explicit_cells_own_activations():
 
 
 def test_saturation_counts_fractions_of_time():
-    statistics = inspect.Statistics(("forget",), layers=1, units=2)
+    statistics = inspect.Statistics(("forget",), layers=1, units=2, sigmoid_gates=("forget",))
     values = torch.tensor([[0.05, 0.5], [0.95, 0.5], [0.95, 0.99], [0.5, 0.99]]).view(4, 1, 1, 2)
     statistics.add(values, torch.zeros(4, len(inspect.FEATURES), dtype=torch.float64))
     low, high = statistics.saturation()[(0, "forget")]
@@ -73,7 +73,7 @@ def test_unit_finder_finds_a_unit_that_copies_a_feature():
     quotes = features[:, inspect.FEATURES.index("inside_quotes")]
     values = torch.randn(len(text), 1, 2, 4)
     values[:, 0, 1, 2] = quotes.float() * 2 - 1 + 0.01 * torch.randn(len(text))
-    statistics = inspect.Statistics(("hidden", "cell"), layers=1, units=4)
+    statistics = inspect.Statistics(("hidden", "cell"), layers=1, units=4, sigmoid_gates=())
     statistics.add(values[:500], features[:500])
     statistics.add(values[500:], features[500:])
     inspection = inspect.Inspection(text, "lstm", ("hidden", "cell"), values, statistics)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from charlstm import report
+from charlstm import report, svg_chart
 from charlstm.errors import CharlstmError
 from tests.helpers import invoke
 from tests.run_folders import write_run
@@ -140,9 +140,9 @@ def test_the_page_is_not_written_into_a_missing_folder(capsys, tmp_path):
 
 
 def test_ticks_fall_on_round_numbers_and_durations():
-    assert report.nice_ticks(1.93, 3.21) == [1.5, 2.0, 2.5, 3.0, 3.5]
-    assert report.nice_ticks(0, 2000) == [0, 500, 1000, 1500, 2000]
-    assert report.nice_ticks(2.0, 2.0)[0] < 2.0 < report.nice_ticks(2.0, 2.0)[-1]
-    assert report.time_ticks(100) == [0, 30, 60, 90, 120]
-    assert report.time_ticks(3000) == [0, 600, 1200, 1800, 2400, 3000]
-    assert [report.clock(s) for s in (0, 30, 90, 300, 3600, 5400)] == ["0", "30s", "1m30s", "5m", "1h", "1h30m"]
+    assert svg_chart.nice_ticks(1.93, 3.21) == [1.5, 2.0, 2.5, 3.0, 3.5]
+    assert svg_chart.nice_ticks(0, 2000) == [0, 500, 1000, 1500, 2000]
+    assert svg_chart.nice_ticks(2.0, 2.0)[0] < 2.0 < svg_chart.nice_ticks(2.0, 2.0)[-1]
+    assert svg_chart.time_ticks(100) == [0, 30, 60, 90, 120]
+    assert svg_chart.time_ticks(3000) == [0, 600, 1200, 1800, 2400, 3000]
+    assert [svg_chart.clock(s) for s in (0, 30, 90, 300, 3600, 5400)] == ["0", "30s", "1m30s", "5m", "1h", "1h30m"]

@@ -29,8 +29,9 @@ import pytest
 
 import charlstm
 from charlstm.config import SamplingConfig
-from charlstm.serve import Handler, Server, exposure, offered_units
+from charlstm.serve import Handler, Server, exposure
 from charlstm.serve_config import ServeConfig
+from charlstm.serve_info import offered_units
 from tests.helpers import ENGLISH_CHARACTERS
 
 TIMEOUT = 30.0

@@ -139,14 +139,14 @@ def test_ctrl_c_during_a_save_waits_for_the_save_and_is_not_lost():
     import os
     import signal
 
-    from charlstm.trainer import _sigint_deferred
+    from charlstm.stopping import sigint_deferred
 
     finished = []
-    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+    with pytest.raises(KeyboardInterrupt), sigint_deferred():
         os.kill(os.getpid(), signal.SIGINT)
         finished.append("save completed")
     assert finished == ["save completed"]
-    with _sigint_deferred(deliver=False):
+    with sigint_deferred(deliver=False):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

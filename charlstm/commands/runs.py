@@ -25,7 +25,7 @@ def list_runs(
     """Every run, newest first: model, steps, time, best validation bits/char, status, a sparkline."""
     import json
 
-    from charlstm import history
+    from charlstm import history, runs_table
 
     summaries = [history.summary(run) for run in history.find_runs(folder)]
     if as_json:
@@ -33,9 +33,9 @@ def list_runs(
     elif not summaries:
         print(f"no runs under {folder}/ yet; start one with: charlstm train", file=sys.stderr)
     elif sys.stdout.isatty():
-        _console().print(history.render_table(summaries))
+        _console().print(runs_table.render_table(summaries))
     else:
-        sys.stdout.write(history.render_plain(summaries))
+        sys.stdout.write(runs_table.render_plain(summaries))
 
 
 @app.command(

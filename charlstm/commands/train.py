@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from charlstm.cli import _THREADS, _busy_hint, _given, _setting_option, _use_threads, app
-from charlstm.config import THREADS, ModelConfig, TrainConfig, parse_duration
+from charlstm.config import CELL_TYPES, THREADS, ModelConfig, TrainConfig, parse_duration
 
 _train_option = partial(_setting_option, TrainConfig)
 _model_option = partial(_setting_option, ModelConfig)
@@ -31,7 +31,7 @@ def train(
     corpus: Annotated[Path | None, typer.Argument(help=_CORPUS_HELP, show_default=False)] = None,
     max_time: Annotated[str | None, _train_option("max_time", "Time budget: 90s, 10m, 2h; 0 = no limit.")] = None,
     max_steps: Annotated[int | None, _train_option("max_steps", "Step budget; 0 = no limit.")] = None,
-    cell: Annotated[str | None, _model_option("cell", "lstm, gru, indylstm or rnn.")] = None,
+    cell: Annotated[str | None, _model_option("cell", f"{', '.join(CELL_TYPES[:-1])} or {CELL_TYPES[-1]}.")] = None,
     layers: Annotated[int | None, _model_option("layers", "Recurrent layers.")] = None,
     hidden: Annotated[int | None, _model_option("hidden", f"Units per layer{_SIZED}")] = None,
     embedding: Annotated[int | None, _model_option("embedding", "Character embedding size.")] = None,
