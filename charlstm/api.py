@@ -10,16 +10,18 @@ Every default is `SamplingConfig`'s (config.py), the same the command line shows
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charlstm.config import ModelConfig, SamplingConfig, TrainConfig, parse_duration
+from charlstm.config import DynamicConfig, ModelConfig, SamplingConfig, TrainConfig, parse_duration
 from charlstm.errors import CharlstmError
 
 if TYPE_CHECKING:
+    from charlstm.dynamic import Reading
     from charlstm.inspect import Inspection
     from charlstm.novelty import Novelty
     from charlstm.sample import Sample
@@ -41,6 +43,15 @@ class Score:
     characters: int
 
 
+@dataclass(frozen=True)
+class DynamicScore(Score):
+    """A text scored while a copy of the model adapts to it (`Model.score(text, dynamic=True)`),
+    and `static`: the same reading (one stream, the same characters) with the weights fixed, so
+    `static.nats - nats` is what adapting gained."""
+
+    static: Score
+
+
 class Model:
     """A trained model loaded once, on the CPU; see `load`."""
 
@@ -50,6 +61,7 @@ class Model:
         self.path = checkpoint.resolve(path)
         self.model, self.vocabulary, self.checkpoint = checkpoint.load_model(self.path)
         self._novelty: dict[int, Novelty] = {}
+        self.readings: list[Reading] = []  # an adapted copy's dynamic readings (`adapted`)
 
     def __repr__(self) -> str:
         c = self.model.config
@@ -112,14 +124,44 @@ class Model:
         pieces = stream(self.model, self.vocabulary, config)
         return (ch for piece in pieces for ch in piece)
 
-    def score(self, text: str) -> Score:
-        """Loss on `text` in nats and bits per character, computed as `charlstm eval` does."""
-        from charlstm.evaluation import evaluate_tokens
-
+    def score(self, text: str, dynamic: bool = False, config: DynamicConfig | None = None) -> Score:
+        """Loss on `text` in nats and bits per character, computed as `charlstm eval` does; with
+        `dynamic`, as `charlstm eval --dynamic` does (a `DynamicScore`): a copy of the weights
+        adapts to the text as it is read (`config`: how; DynamicConfig's defaults), and this
+        model is left as it was."""
         if len(text) < 2:
             raise CharlstmError("a score needs at least 2 characters: the first one is only context")
-        result = evaluate_tokens(self.model, self.vocabulary.encode(text, "the text to score"), "cpu", "fp32")
+        tokens = self.vocabulary.encode(text, "the text to score")
+        if dynamic:
+            from charlstm import dynamic as adapting
+
+            config = config or DynamicConfig()
+            rms = adapting.rms_of(self.model, self.checkpoint, self.path, config)
+            result = adapting.compare(self.model, tokens, config, rms)
+            static, moved = result.static, result.dynamic
+            fixed = Score(static.loss, static.bpc, sum(static.characters))
+            return DynamicScore(moved.loss, moved.bpc, sum(moved.characters), fixed)
+        from charlstm.evaluation import evaluate_tokens
+
+        result = evaluate_tokens(self.model, tokens, "cpu", "fp32")
         return Score(result["loss"], result["bpc"], result["characters"])
+
+    def adapted(self, text: str, config: DynamicConfig | None = None) -> Model:
+        """A copy of this model whose weights have adapted to `text` (`config.passes` dynamic
+        readings of it, as `charlstm sample --adapt-to` does), so what it draws takes on the
+        text's style; `readings` on the copy says how each reading scored. This model is left
+        as it was, and the copy shares its vocabulary, checkpoint and --novel index."""
+        from charlstm import dynamic as adapting
+
+        if len(text) < 2:
+            said = "is empty" if not text else "has 1 character"
+            raise CharlstmError(f"the text to adapt to {said}; adapting needs at least 2 (the first is only context)")
+        config = config or DynamicConfig()
+        tokens = self.vocabulary.encode(text, "the text to adapt to")
+        rms = adapting.rms_of(self.model, self.checkpoint, self.path, config)
+        copied = copy.copy(self)
+        copied.model, copied.readings = adapting.adapted(self.model, tokens, config, rms)
+        return copied
 
     def trace(self, text: str) -> Inspection:
         """Every gate and state of every unit at each character of `text` (`.values[step,
@@ -151,12 +193,19 @@ def load(path: str | Path | None = None) -> Model:
     return Model(path)
 
 
-def train(corpus: str | Path | None = None, checkpoints: str | Path = "checkpoints", **options: Any) -> Path:
+def train(
+    corpus: str | Path | None = None,
+    checkpoints: str | Path = "checkpoints",
+    init_from: str | Path | None = None,
+    **options: Any,
+) -> Path:
     """Train a model as `charlstm train` does, quietly, and return its run folder.
 
     `options` are the command's settings by their Python names (max_time="5m" or 300,
     max_steps, hidden, layers, cell, batch_size, lr, seed, ...); the rest keep their
     defaults, and with no shape, batch or step budget the run is sized for its time.
+    `init_from` (a checkpoint or run folder) fine-tunes its weights, as `--init-from` does:
+    characters the corpus has and the checkpoint lacks are added to its vocabulary.
     """
     from charlstm import runs
 
@@ -170,7 +219,8 @@ def train(corpus: str | Path | None = None, checkpoints: str | Path = "checkpoin
     model_options = {k: v for k, v in options.items() if k in model_names}
     train_options = {k: v for k, v in options.items() if k in train_names}
     corpus_name = str(corpus) if corpus is not None else None
-    trainer = runs.from_options(corpus_name, model_options, train_options, root=Path(checkpoints))
+    init = str(init_from) if init_from is not None else None
+    trainer = runs.from_options(corpus_name, model_options, train_options, init_from=init, root=Path(checkpoints))
     trainer.run(None)
     return trainer.run_dir
 

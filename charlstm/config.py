@@ -330,3 +330,42 @@ REQUEST_FIELDS: dict[str, str] = {
     f.name: f.metadata["request"] for f in fields(SamplingConfig) if f.metadata.get("request")
 }
 """The sampling settings a server request may give, with the JSON type each takes."""
+
+
+DYNAMIC_METHODS = ("rms", "sgd")
+DYNAMIC_LR = {"rms": 3e-4, "sgd": 0.1}
+"""Each update's default learning rate (`DynamicConfig.lr`), chosen by benchmarks/adapt.py
+on two corpora (benchmarks/README.md): RMS-normalised steps are in units of the gradient's
+typical size in training, so the two rates are not comparable."""
+FLAGS.update(segment="--segment", passes="--adapt-passes")
+NOT_OPTIONS["method"] = "method (a library setting, rms or sgd; no option sets it)"
+NOT_OPTIONS["decay"] = "decay (a library setting; no option sets it)"
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    """How dynamic evaluation (`charlstm eval --dynamic`, `sample --adapt-to`) adapts a copy of
+    the weights to the text it reads (charlstm/dynamic.py, docs/adapt.md).
+
+    After each `segment` characters are scored, one update: with `method` rms (Krause et al.
+    2018), a step of `lr` in units of each weight's gradient RMS in training, pulled back toward
+    the trained weights at a rate `decay` scaled by the same RMS; with sgd, plain `lr` x gradient.
+    `passes` is how many times `sample --adapt-to` reads its text before drawing.
+    """
+
+    method: str = "rms"
+    lr: float | None = field(default=None, metadata={"default_text": f"{DYNAMIC_LR['rms']:g}"})
+    segment: int = 50
+    decay: float = 0.02
+    passes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in DYNAMIC_METHODS:
+            raise SettingError("method", f"must be {_listed(DYNAMIC_METHODS)}, got {self.method!r}")
+        if self.lr is None:
+            object.__setattr__(self, "lr", DYNAMIC_LR[self.method])
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise SettingError("lr", f"must be a positive number, got {self.lr}")
+        _at_least(self, ("segment", "passes"), 1)
+        if not 0 <= self.decay < 1:
+            raise SettingError("decay", f"must be in [0, 1), got {self.decay}")

@@ -22,6 +22,9 @@ from charlstm.config import CELL_TYPES as CELL_TYPES  # the cell names, for mode
 from charlstm.config import ModelConfig
 from charlstm.fast_matmul import affine, column_blocks
 
+VOCABULARY_ROWS = ("embedding.weight", "decoder.weight", "decoder.bias")
+"""The weights with one row per character: what grows with the vocabulary (`load_grown`)."""
+
 
 class CharLSTM(nn.Module):
     """A character-level language model; `config.cell` picks the recurrence."""
@@ -64,6 +67,19 @@ class CharLSTM(nn.Module):
         out, new_state = self.recurrent(x, fused_state)
         new_state = tuple(new_state) if self.state_size == 2 else (new_state,)
         return self.decoder(self.dropout(out)), new_state
+
+    def load_grown(self, state: dict[str, Tensor], old_vocab_size: int) -> None:
+        """Load the weights of a model whose vocabulary was this one's first `old_vocab_size`
+        characters (`Vocabulary.extended`): its embedding and decoder rows become this model's
+        first rows, so every old character keeps what it learned, and the rows of the
+        characters added keep the initialisation this model was built with."""
+        own = self.state_dict()
+        grown = {}
+        for name, value in state.items():
+            if name in VOCABULARY_ROWS and value.shape[0] == old_vocab_size < own[name].shape[0]:
+                value = torch.cat([value.to(own[name]), own[name][old_vocab_size:]])
+            grown[name] = value
+        self.load_state_dict(grown)
 
     def cells(self) -> list[Cell]:
         """The explicit cells of every layer, reading this model's parameters."""

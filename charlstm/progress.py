@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.budget import BUDGET_STEPS
+from charlstm.data import Data
 from charlstm.device import describe_precision
 from charlstm.model import parameter_count
+from charlstm.tokenizer import describe_chars
 from charlstm.trainer import Trainer, TrainListener
 
 
@@ -34,6 +36,8 @@ class TrainingPrinter(TrainListener):
 
         c = trainer.config
         self.message(run_line(trainer))
+        if trainer.data.added:
+            self.message(growth_line(trainer.data))
         if trainer.sizing:
             self.message(sizing_line(trainer))
         if precision := precision_line(trainer):
@@ -122,6 +126,16 @@ def run_line(trainer: Trainer) -> str:
     )
 
 
+def growth_line(data: Data) -> str:
+    """What --init-from added to the checkpoint's vocabulary: 'vocabulary 65 -> 73: added 'é' 'ï' ...'."""
+    added = describe_chars(data.added, limit=GROWTH_SHOWN, separator=" ")
+    return f"vocabulary {data.grown_from} -> {len(data.vocabulary)}: added {added} (fresh rows; the old keep theirs)"
+
+
+GROWTH_SHOWN = 20
+"""The most added characters the growth line names; the rest are counted."""
+
+
 def validation_note(trainer: Trainer) -> str:
     """' (each evaluation scores 131,072 of them)' when evaluations score part of the split."""
     scored = trainer.validation_scored()
@@ -185,3 +199,29 @@ class CorpusProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class ReadingProgress:
+    """A tqdm bar while `eval --dynamic` reads a long text on a terminal (it reads at batch 1, a
+    few thousand characters a second); called as progress(characters done, in all)."""
+
+    MIN_CHARACTERS = 200_000
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if total < self.MIN_CHARACTERS or not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="adapting", unit="char", unit_scale=True, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> ReadingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -102,7 +102,8 @@ def start(
     progress: token_cache.Progress | None = None,
     size_for_budget: bool = False,
 ) -> Trainer:
-    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary.
+    """A fresh run; with `init_from`, starting from that checkpoint's weights and vocabulary,
+    the vocabulary grown by any characters the corpus has that it lacks (their rows fresh).
 
     With `size_for_budget`, the hidden size and batch are picked for the time budget by
     measuring this machine (`budget.size_for_budget`), when the run has a time budget and
@@ -121,7 +122,7 @@ def start(
         model_options = source_options
     placement = place(config, model_options.get("cell", ModelConfig.cell))
     ranks = placement.ranks
-    data = _load_data_in_turn(ranks, config, vocabulary, progress)
+    data = _load_data_in_turn(ranks, config, vocabulary, progress, grow=vocabulary is not None)
     model_config = ModelConfig(**(model_options | {"vocab_size": len(data.vocabulary)}))
     sizing, precision_choice = None, None
     if size_for_budget and ranks.world == 1 and config.max_time and not config.max_steps:
@@ -135,7 +136,7 @@ def start(
     with _removed_unless_started(run_dir, ranks):
         trainer = Trainer(model_config, config, data, run_dir, placement, sizing, precision_choice)
         if source_model is not None:
-            trainer.model.load_state_dict(source_model.state_dict())
+            trainer.model.load_grown(source_model.state_dict(), data.grown_from)
         if ranks.main:
             write_run_config(trainer, init_from)
     return trainer
@@ -172,6 +173,7 @@ def write_run_config(trainer: Trainer, init_from: str | None = None) -> None:
         "corpus_sha256": trainer.data.sha256,
         "parameters": parameter_count(trainer.model),
         "init_from": init_from,
+        "vocabulary_added": trainer.data.added,
         "processes": trainer.ranks.world,
         "sized_for_budget": trainer.sizing.to_dict() if trainer.sizing else None,
         "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
@@ -222,12 +224,16 @@ def place(config: TrainConfig, cell: str = ModelConfig.cell) -> Placement:
 
 
 def _load_data_in_turn(
-    ranks: distributed.Ranks, config: TrainConfig, vocabulary: Vocabulary | None, progress: token_cache.Progress | None
+    ranks: distributed.Ranks,
+    config: TrainConfig,
+    vocabulary: Vocabulary | None,
+    progress: token_cache.Progress | None,
+    grow: bool = False,
 ) -> Data:
     """Local rank 0 of each machine builds the token cache on that machine's disk; the other
     ranks wait for it, then map it. (Rank 0 alone would leave other machines' ranks to
     build theirs all at once. Where machines share one disk, each builds to a temporary
     file renamed into place whole, and none removes what another reads: token_cache.)"""
-    data = load_data(config, vocabulary, progress if ranks.main else None) if ranks.node_main else None
+    data = load_data(config, vocabulary, progress if ranks.main else None, grow) if ranks.node_main else None
     ranks.barrier()
-    return data or load_data(config, vocabulary)
+    return data or load_data(config, vocabulary, grow=grow)

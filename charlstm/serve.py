@@ -2,7 +2,7 @@
 
     POST /generate  {prime, length, temperature, top_k, top_p, stop, min_length, num_samples,
                      seed, stream, keep, session, units}  -> JSON, or NDJSON lines while drawing
-    POST /score     {text}  -> nats and bits per character, as `charlstm eval` computes them
+    POST /score     {text, dynamic}  -> nats and bits per character, as `charlstm eval [--dynamic]` computes them
     GET  /health, GET /info (model, corpus, vocabulary, defaults, limits, units), GET / (the playground)
     POST /v1/completions, GET /v1/models  OpenAI's protocol (`serve_openai`), drawn in the same batch
 

@@ -39,7 +39,7 @@ GENERATE_FIELDS: dict[str, str] = REQUEST_FIELDS | {
     "session": "a string",
     "units": "a list of {layer, quantity, unit}",
 }
-SCORE_FIELDS = {"text": "a string"}
+SCORE_FIELDS = {"text": "a string", "dynamic": "true or false"}
 
 
 def _kind_ok(kind: str, value: Any) -> bool:
@@ -140,15 +140,21 @@ def _unit(value: Any, model: Model) -> Unit:
 
 
 def score(body: dict[str, Any], model: Model, lock: threading.Lock) -> dict[str, Any]:
-    """A /score body's text scored by `Model.score` (what `charlstm eval` computes)."""
+    """A /score body's text scored by `Model.score` (what `charlstm eval` computes); with
+    `"dynamic": true`, by a copy of the weights adapting to it for this request alone (what
+    `charlstm eval --dynamic` computes), beside the static figure of the same reading."""
     import torch
 
-    text = _checked(body, SCORE_FIELDS).get("text")
+    body = _checked(body, SCORE_FIELDS)
+    text = body.get("text")
     if text is None:
         raise Refused(400, 'score needs a text: {"text": "..."}')
     try:
         with lock, torch.no_grad():
-            result = model.score(text)
+            result = model.score(text, dynamic=body.get("dynamic", False))
     except CharlstmError as e:
         raise Refused(400, str(e)) from None
-    return {"nats_per_char": result.nats, "bits_per_char": result.bits, "characters": result.characters}
+    answer = {"nats_per_char": result.nats, "bits_per_char": result.bits, "characters": result.characters}
+    if body.get("dynamic"):
+        answer |= {"static_nats_per_char": result.static.nats, "static_bits_per_char": result.static.bits}
+    return answer

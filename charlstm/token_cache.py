@@ -55,9 +55,12 @@ class Scan:
 
 @dataclass(frozen=True)
 class TokenFile:
+    """The tokens, what pass one learned, the cache file, and the vocabulary the ids are of."""
+
     tokens: torch.Tensor
     scan: Scan
     path: Path
+    vocabulary: Vocabulary
 
 
 def code_points(text: str) -> torch.Tensor:
@@ -71,11 +74,13 @@ def load_tokens(
     skip_unknown: bool = False,
     what: str = "corpus",
     progress: Progress | None = None,
+    grow: bool = False,
 ) -> TokenFile:
     """The corpus as a memory-mapped 1-D token tensor, built and cached on first use.
 
     With no `vocabulary`, the corpus's own is used. With one (a model's), the text must fit
-    it, or with `skip_unknown` the characters it lacks are dropped.
+    it, or with `skip_unknown` the characters it lacks are dropped, or with `grow` they are
+    appended to it (`Vocabulary.extended`; fine-tuning), and the result's `vocabulary` says so.
     """
     folder = cache_dir()
     try:
@@ -86,6 +91,9 @@ def load_tokens(
     scan = _cached_scan(source, folder / f"{key}.json", progress)
     vocabulary = vocabulary or scan.vocabulary
     missing = set(scan.vocabulary.chars) - set(vocabulary.chars)
+    if missing and grow:
+        vocabulary, missing = vocabulary.extended(missing), set()
+        check_vocabulary_size(len(vocabulary), f"the model's vocabulary grown by {what}")
     if missing and not skip_unknown:
         raise CharlstmError(f"{what} has characters the model never saw: {describe_chars(missing)}")
     variant = hashlib.sha256(f"{vocabulary.chars}\0{bool(missing)}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -96,7 +104,7 @@ def load_tokens(
     if count == 0:
         raise CharlstmError(f"{what} has no characters the model knows")
     tokens = torch.from_file(str(path), shared=False, size=count, dtype=vocabulary.dtype)
-    return TokenFile(tokens, scan, path)
+    return TokenFile(tokens, scan, path, vocabulary)
 
 
 def _source_key(source: Source) -> str:

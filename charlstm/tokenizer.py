@@ -1,8 +1,11 @@
 """Characters <-> ids.
 
 The vocabulary is the sorted set of Unicode code points of the training text, so the
-same text always yields the same ids. It travels inside every checkpoint as one plain
-string (loadable with `weights_only=True`), which is all a sampler needs to decode.
+same text always yields the same ids. A model fine-tuned on text with new characters
+extends its vocabulary instead (`Vocabulary.extended`): the old characters first, in their
+old order, then the new ones sorted, so every old id still means the same character. It
+travels inside every checkpoint as one plain string (loadable with `weights_only=True`),
+which is all a sampler needs to decode.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import torch
 from charlstm.errors import CharlstmError
 
 
-def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
+def describe_chars(chars: Iterable[str], limit: int = 10, separator: str = ", ") -> str:
     """Characters as a person can read them in one line: 'é', '\\t', U+200B."""
     shown = []
     for ch in sorted(set(chars))[:limit]:
         shown.append(repr(ch) if ch.isprintable() or ch in "\t\n\r" else f"U+{ord(ch):04X}")
     rest = len(set(chars)) - len(shown)
-    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+    return separator.join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class Vocabulary:
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
         return cls("".join(sorted(set(text))))
+
+    def extended(self, new_chars: Iterable[str]) -> Vocabulary:
+        """This vocabulary with the characters of `new_chars` it lacks appended, sorted: every
+        old character keeps its id, so a model's trained rows still mean what they meant
+        (fine-tuning on text with characters the model never saw)."""
+        return Vocabulary(self.chars + "".join(sorted(set(new_chars) - self._index.keys())))
 
     def __len__(self) -> int:
         return len(self.chars)

@@ -52,6 +52,16 @@ def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
 
 
+def parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The parameters AdamW decays (matrices) and those it does not (biases, the embedding), in
+    the order the optimizer numbers them: what maps a checkpoint's optimizer state back to the
+    parameters (dynamic.gradient_rms reads AdamW's second moments through it)."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.dim() >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named if p.dim() < 2 or "embedding" in n]
+    return decay, no_decay
+
+
 class TrainListener:
     """Hooks through which the trainer reports; the default does nothing."""
 
@@ -114,8 +124,7 @@ class Trainer:
         if self.ranks.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "embedding" in n]
+        decay, no_decay = parameter_groups(self.model)
         self.optimizer = fused_adamw(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr,

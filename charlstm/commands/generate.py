@@ -28,6 +28,7 @@ _JSON_HELP = "One JSON object a line per sample: text, prime, stop reason, bits/
     epilog='Examples:\n\n  charlstm sample\n\n  charlstm sample -t 0.7 -p "ROMEO:" -n 2000 --seed 1\n\n'
     "  charlstm sample -N 20 --stop '\\n' --seed 1\n\n"
     "  charlstm sample -N 20 --stop '\\n' --novel 12 --json\n\n"
+    "  charlstm sample --adapt-to letters.txt -n 1000\n\n"
     "  charlstm sample --checkpoint checkpoints/run/best.pt --top-p 0.9 | less",
 )
 def sample(
@@ -46,16 +47,23 @@ def sample(
     seed: Annotated[int | None, _sample_option("seed")] = None,
     novel: Annotated[int | None, _sample_option("novel")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=_JSON_HELP)] = False,
+    adapt_to: Annotated[
+        Path | None, typer.Option("--adapt-to", help=_ADAPT_HELP, show_default=False, metavar="FILE")
+    ] = None,
+    adapt_passes: Annotated[int | None, _adapt_option("passes", "Readings of the --adapt-to text.")] = None,
     threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
     """Stream text from a trained model; or many samples at once, cut at stop strings, as JSON."""
     use_threads(threads)
-    config = _sampling_config(dict(locals()))
+    options = dict(locals())
+    config = _sampling_config(options)
     from charlstm import api
     from charlstm.progress import CorpusProgress
     from charlstm.sample import unreachable_stops
 
     model = api.load(checkpoint)
+    if adapt_to is not None or adapt_passes is not None:
+        model = _adapted(model, adapt_to, adapt_passes)
     for problem in unreachable_stops(config, model.vocabulary):
         print(f"charlstm: warning: {problem.spelled(flag)}", file=sys.stderr)
     if config.novel:
@@ -65,6 +73,37 @@ def sample(
         _stream_one(model, config)
     else:
         _print_samples(model, config, as_json)
+
+
+_ADAPT_HELP = "First adapt a copy of the weights to this text (dynamic evaluation), so samples take on its style."
+
+
+def _adapt_option(name: str, text: str) -> Any:
+    """An option for adaptation setting `name`: flag and default from config.DynamicConfig."""
+    from charlstm.config import DynamicConfig
+
+    return setting_option(DynamicConfig, name, text)
+
+
+def _adapted(model: Any, path: Path | None, passes: int | None) -> Any:
+    """`model` adapted to the --adapt-to file, and one line on stderr saying how the readings went."""
+    from charlstm.config import DynamicConfig
+    from charlstm.corpus import read_text
+
+    if path is None:
+        raise CharlstmError("--adapt-passes says how often to read the --adapt-to text; add --adapt-to FILE")
+    config = DynamicConfig(**({"passes": passes} if passes is not None else {}))
+    adapted = model.adapted(read_text(path, what="--adapt-to file"), config)
+    readings = adapted.readings
+    bits = " -> ".join(f"{r.bpc:.3f}" for r in readings)
+    seconds = sum(r.seconds for r in readings)
+    chars = sum(readings[0].characters)
+    print(
+        f"adapted to {path}: {chars:,} characters x {len(readings)} pass{'es' if len(readings) > 1 else ''} "
+        f"in {seconds:.1f} s; bits/char while reading: {bits}",
+        file=sys.stderr,
+    )
+    return adapted
 
 
 def _sampling_config(options: dict[str, Any]) -> Any:

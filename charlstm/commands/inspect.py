@@ -17,7 +17,8 @@ from charlstm.config import THREADS
     "eval",
     cls=Command,
     epilog="Examples:\n\n  charlstm eval test.txt\n\n"
-    "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json",
+    "  charlstm eval --checkpoint checkpoints/run enwik8-test.txt --json\n\n"
+    "  charlstm eval test.txt --dynamic --lr 3e-4 --segment 100",
 )
 def evaluate(
     corpus: Annotated[
@@ -33,9 +34,13 @@ def evaluate(
         int | None,
         typer.Option("--worst", help="Also list the K most surprising passages, with their bits/char.", metavar="K"),
     ] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help=_DYNAMIC_HELP)] = False,
+    lr: Annotated[float | None, _dynamic_option("lr", "--dynamic: each update's learning rate (rms).")] = None,
+    segment: Annotated[int | None, _dynamic_option("segment", "--dynamic: characters scored per update.")] = None,
     threads: Annotated[str, THREADS_OPTION] = THREADS,
 ) -> None:
-    """Score a trained model on any text: loss in nats and bits per character."""
+    """Score a trained model on any text: loss in nats and bits per character; with --dynamic,
+    also while a copy of it adapts to the text (the checkpoint is never written)."""
     use_threads(threads)
     import json
 
@@ -43,6 +48,9 @@ def evaluate(
     from charlstm.progress import CorpusProgress
     from charlstm.surprise import worst_of_corpus
 
+    if dynamic or lr is not None or segment is not None:
+        _evaluate_dynamic(dict(locals()))
+        return
     passages = []
     with CorpusProgress() as reading:
         if worst is None:
@@ -60,6 +68,54 @@ def evaluate(
     for p in passages:
         shown = p.text.replace("\n", "↵").replace("\t", "→")
         print(f"{p.bits_per_char:6.3f} bits/char at character {p.start:,}: {shown}")
+
+
+_DYNAMIC_HELP = "Also score while a copy of the model adapts to the text (dynamic evaluation)."
+
+
+def _dynamic_option(name: str, text: str) -> Any:
+    """An option for dynamic-evaluation setting `name`: flag and default from config.DynamicConfig."""
+    from charlstm.config import DynamicConfig
+
+    return setting_option(DynamicConfig, name, text)
+
+
+def _evaluate_dynamic(options: dict[str, Any]) -> None:
+    """`eval --dynamic`: the static and the dynamic figure side by side, or both in one JSON object."""
+    import json
+
+    from charlstm import dynamic
+    from charlstm.config import DynamicConfig
+    from charlstm.errors import CharlstmError
+    from charlstm.progress import CorpusProgress, ReadingProgress
+
+    if not options["dynamic"]:
+        raise CharlstmError("--lr and --segment set how --dynamic adapts; add --dynamic")
+    if options["worst"] is not None:
+        raise CharlstmError("--worst lists passages of the static reading; run it without --dynamic")
+    if options["precision"] != "fp32":
+        raise CharlstmError("--dynamic computes in fp32; leave out --precision")
+    config = DynamicConfig(**given(DynamicConfig, options))
+    with CorpusProgress() as reading, ReadingProgress() as adapting:
+        result = dynamic.evaluate_corpus(
+            options["checkpoint"], options["corpus"], config, options["encoding"], options["skip_unknown"],
+            options["device"], reading, adapting,
+        )  # fmt: skip
+    if options["as_json"]:
+        print(json.dumps(result))
+        return
+    static, adapted = result["static"], result["dynamic"]
+    print(f"{'':8} nats/char  bits/char  seconds")
+    print(f"{'static':8} {static['loss']:9.4f}  {static['bpc']:9.4f}  {static['seconds']:7.1f}")
+    print(
+        f"{'dynamic':8} {adapted['loss']:9.4f}  {adapted['bpc']:9.4f}  {adapted['seconds']:7.1f}"
+        f"  ({-result['gain']:+.4f} nats/char)"
+    )
+    how = f"{config.method} update, lr {config.lr:g}, {config.segment}-character segments"
+    print(
+        f"over {result['characters']:,} characters of {options['corpus']}, read as one stream "
+        f"({result['checkpoint']}, {result['device']}; {how})"
+    )
 
 
 def _inspect_option(name: str, text: str, *aliases: str) -> Any:
