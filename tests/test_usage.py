@@ -60,6 +60,7 @@ BAD: dict[str, dict[str, str]] = {
         "--min-length": "-1",
         "--seed": "abc",
         "--novel": "0",
+        "--adapt-passes": "0",
         "--threads": "abc",
     },
     "serve": {
@@ -72,7 +73,15 @@ BAD: dict[str, dict[str, str]] = {
         "--session-ttl": "5x",
         "--api-key": " ",
     },
-    "eval": {"--encoding": "klingon", "--device": "tpu", "--precision": "fp16", "--worst": "-1", "--threads": "abc"},
+    "eval": {
+        "--encoding": "klingon",
+        "--device": "tpu",
+        "--precision": "fp16",
+        "--worst": "-1",
+        "--threads": "abc",
+        "--lr": "0",
+        "--segment": "0",
+    },
     "inspect-gates": {
         "--view": "bits",
         "--gate": "rest",
@@ -87,7 +96,7 @@ BAD: dict[str, dict[str, str]] = {
 }
 ANY_VALUE = {
     "--checkpoint", "--resume", "--init-from", "--checkpoints", "--prime-file", "--onnx", "--html", "--json",
-    "--npz", "--text", "--file", "--host", "--to",
+    "--npz", "--text", "--file", "--host", "--to", "--adapt-to",
 }  # fmt: skip
 """Options that take any path or text: a wrong one is a missing file or the like (exit 1)."""
 

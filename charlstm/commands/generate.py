@@ -90,9 +90,9 @@ def _adapted(model: Any, path: Path | None, passes: int | None) -> Any:
     from charlstm.config import DynamicConfig
     from charlstm.corpus import read_text
 
+    config = DynamicConfig(**({"passes": passes} if passes is not None else {}))
     if path is None:
         raise CharlstmError("--adapt-passes says how often to read the --adapt-to text; add --adapt-to FILE")
-    config = DynamicConfig(**({"passes": passes} if passes is not None else {}))
     adapted = model.adapted(read_text(path, what="--adapt-to file"), config)
     readings = adapted.readings
     bits = " -> ".join(f"{r.bpc:.3f}" for r in readings)

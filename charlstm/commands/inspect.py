@@ -89,13 +89,13 @@ def _evaluate_dynamic(options: dict[str, Any]) -> None:
     from charlstm.errors import CharlstmError
     from charlstm.progress import CorpusProgress, ReadingProgress
 
+    config = DynamicConfig(**given(DynamicConfig, options))
     if not options["dynamic"]:
         raise CharlstmError("--lr and --segment set how --dynamic adapts; add --dynamic")
     if options["worst"] is not None:
         raise CharlstmError("--worst lists passages of the static reading; run it without --dynamic")
     if options["precision"] != "fp32":
         raise CharlstmError("--dynamic computes in fp32; leave out --precision")
-    config = DynamicConfig(**given(DynamicConfig, options))
     with CorpusProgress() as reading, ReadingProgress() as adapting:
         result = dynamic.evaluate_corpus(
             options["checkpoint"], options["corpus"], config, options["encoding"], options["skip_unknown"],
