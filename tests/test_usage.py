@@ -176,7 +176,7 @@ def test_bare_charlstm_lists_the_commands_and_points_to_help(capsys):
 
 def test_usage_lines_name_arguments_in_capitals(capsys):
     for args, usage in (
-        (["eval"], "charlstm eval [OPTIONS] CORPUS"),
+        (["eval"], "charlstm eval [OPTIONS] TEXT"),
         (["synth"], "charlstm synth [OPTIONS] TASK OUT"),
         (["train"], "charlstm train [OPTIONS] [CORPUS]"),
         (["corpus", "get"], "charlstm corpus get [OPTIONS] NAME"),

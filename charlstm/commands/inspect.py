@@ -22,7 +22,7 @@ from charlstm.config import THREADS
 )
 def evaluate(
     corpus: Annotated[
-        Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).", metavar="CORPUS")
+        Path, typer.Argument(help="Text to score: a file, folder or quoted glob (UTF-8).", metavar="TEXT")
     ],
     checkpoint: Annotated[str | None, CHECKPOINT_OPTION] = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
