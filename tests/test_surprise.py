@@ -190,5 +190,5 @@ def test_eval_worst_zero_is_one_clear_line(capsys, tmp_path, trained_run):
     text = tmp_path / "text.txt"
     text.write_text("some text to score\n" * 10, encoding="utf-8")
     code, out, err = invoke(capsys, "eval", str(text), "--checkpoint", str(trained_run), "--worst", "0")
-    assert code == 1 and out == "" and err.count("\n") == 1
+    assert code == 2 and out == "" and err.count("\n") == 1
     assert "worst must be at least 1: it is how many passages to list, got 0" in err
