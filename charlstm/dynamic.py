@@ -117,19 +117,24 @@ class Adapter:
             rms = [r.to(device) for r in rms]
             mean = torch.stack([r.mean() for r in rms]).mean()
             self.origin = [p.detach().clone() for p in self.params]
-            self.step = [config.lr / (r + EPSILON * mean) for r in rms]
+            self.step = [config.lr * (1 / (r + EPSILON * mean)) for r in rms]
             self.pull = [(config.decay * r / mean).clamp(max=1.0) for r in rms]  # never past W0
 
     @torch.no_grad()
     def update(self, grads: Sequence[Tensor]) -> None:
         """One step from `grads`, the gradient of each parameter in `params` order.
         sgd: W -= lr * g. rms: W += pull * (W0 - W) - step * g, with pull = decay * r / mean r
-        (at most 1) and step = lr / (r + EPSILON * mean r)."""
+        (at most 1) and step = lr * 1 / (r + EPSILON * mean r). The operations are those of the
+        formula, in its order, so the weights are the very floats it gives: a fused form (a lerp
+        toward W0, an addcmul) rounds differently, and over a thousand updates that moved a
+        reading's figure by 0.0016 nats/char."""
         if self.step is None:
-            torch._foreach_add_(self.params, grads, alpha=-self.lr)
+            torch._foreach_sub_(self.params, grads, alpha=self.lr)
             return
-        torch._foreach_lerp_(self.params, self.origin, self.pull)
-        torch._foreach_addcmul_(self.params, self.step, grads, value=-1)
+        moves = torch._foreach_sub(self.origin, self.params)
+        torch._foreach_mul_(moves, self.pull)
+        torch._foreach_sub_(moves, torch._foreach_mul(self.step, grads))
+        torch._foreach_add_(self.params, moves)
 
 
 def _ids(tokens: Tensor, device: torch.device) -> Tensor:
