@@ -102,9 +102,9 @@ class Adapter:
 
     Everything that does not change between segments (each weight's pull toward W0 and its step
     lr / (r + eps)) is computed once here, and `update` touches every parameter with one
-    `torch._foreach_*` call per operation instead of a Python loop of small tensor operations:
-    the update was a quarter of a dynamic reading's time. tests/test_dynamic.py holds it equal
-    to the formula written out weight by weight."""
+    `torch._foreach_*` call per operation instead of a Python loop of six small operations per
+    parameter (benchmarks/README.md: about 6% of a reading saved; the update is still ~20% of it).
+    tests/test_dynamic.py holds it exactly equal to the formula written out weight by weight."""
 
     def __init__(self, model: CharLSTM, config: DynamicConfig, rms: list[Tensor] | None):
         self.params = list(model.parameters())
