@@ -13,6 +13,10 @@ Four parts, one JSON line per measurement:
 * dynamic: the defaults on the report slice (the last 50,000 characters of each validation split):
   static and dynamic nats/char, and dynamic's seconds against `charlstm eval`'s static reading of
   the same text (64 streams) and against the same single-stream reading without updates.
+* cost: where a dynamic reading's time goes and how it grows with the text, at two lengths of the
+  English validation split: the reading; the same with the update a no-op (the forward and backward
+  passes alone, the floor without changing what is computed); the same single-stream reading without
+  updates; `charlstm eval`. Each the best of 3, the four alternating, so a busy machine slows all alike.
 * finetune: a model trained --steps steps on one corpus, fine-tuned --tune-steps steps on the
   other (`--init-from`, growing the vocabulary where it must), against a model trained from
   scratch for the same --tune-steps; validation loss of both.
@@ -27,12 +31,14 @@ part can be run again (after a default changed) without training again.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import math
 import time
 from pathlib import Path
 
+import torch
 from corpus_arg import add_corpus_argument, describe, find_corpus
 from quality import cpu_name
 
@@ -42,10 +48,11 @@ from charlstm.config import DynamicConfig, TrainConfig
 from charlstm.data import load_data
 from charlstm.evaluation import evaluate_tokens
 
-PARTS = ("sweep", "dynamic", "finetune", "adapt")
+PARTS = ("sweep", "dynamic", "cost", "finetune", "adapt")
 SHAPE = {"layers": 2, "hidden": 128, "embedding": 64, "batch_size": 32, "seq_len": 64}
 FIXED = {"max_time": 0, "sample_every": 0, "eval_every": 250, "precision": "fp32", "device": "cpu"}
 REPORT, TUNE = 50_000, 20_000
+COST_LENGTHS, COST_REPEAT = (25_000, 100_000), 3
 ADAPT, HELD_OUT = 20_000, 5_000
 GRID = [("rms", lr) for lr in (3e-5, 1e-4, 3e-4, 1e-3)] + [("sgd", lr) for lr in (0.03, 0.1, 0.3, 1.0)]
 
@@ -119,6 +126,38 @@ def report(models: dict, texts: dict) -> None:
         print(json.dumps(row), flush=True)
 
 
+def cost(model: charlstm.Model, text: str) -> None:
+    config, device = DynamicConfig(), torch.device("cpu")
+    rms = dynamic.rms_of(model.model, model.checkpoint, model.path, config)
+
+    def read_adapting(tokens: torch.Tensor, update: bool) -> None:
+        adapting = copy.deepcopy(model.model)
+        adapter = dynamic.Adapter(adapting, config, rms)
+        if not update:
+            adapter.update = lambda grads: None
+        dynamic.dynamic_reading(adapting, tokens, config, adapter, device)
+
+    readers = {
+        "dynamic": lambda tokens: read_adapting(tokens, update=True),
+        "forward_backward": lambda tokens: read_adapting(tokens, update=False),
+        "one_stream": lambda tokens: dynamic.static_reading(model.model, tokens, device),
+        "charlstm_eval": lambda tokens: evaluate_tokens(model.model, tokens, "cpu", "fp32"),
+    }
+    for length in COST_LENGTHS:
+        tokens = model.vocabulary.encode(text[-length:])
+        best = dict.fromkeys(readers, math.inf)
+        for _ in range(COST_REPEAT):
+            for key, reader in readers.items():
+                started = time.perf_counter()
+                reader(tokens)
+                best[key] = min(best[key], time.perf_counter() - started)
+        row = {"benchmark": "dynamic_cost", "corpus": "english", "characters": length}
+        row |= {f"{key}_seconds": round(seconds, 2) for key, seconds in best.items()}
+        row |= {f"{key}_vs_one_stream": round(best[key] / best["one_stream"], 2) for key in best}
+        row["dynamic_vs_charlstm_eval"] = round(best["dynamic"] / best["charlstm_eval"], 2)
+        print(json.dumps(row), flush=True)
+
+
 def finetune(runs: Path, bases: dict, corpora: dict, steps: int) -> None:
     for source, target in (("builtin", "english"), ("english", "builtin")):
         scratch = train(corpora[target], runs / f"scratch-{target}", steps)
@@ -181,6 +220,8 @@ def main() -> None:
         sweep(models, texts)
     if "dynamic" in args.parts:
         report(models, texts)
+    if "cost" in args.parts:
+        cost(models["english"], texts["english"])
     if "finetune" in args.parts:
         finetune(args.runs, bases, corpora, args.tune_steps)
     if "adapt" in args.parts:

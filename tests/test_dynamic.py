@@ -86,15 +86,56 @@ def test_a_leaky_reading_would_be_caught(model):
         inputs, targets = ids[:, start : start + LEAKY.segment], ids[:, start + 1 : start + LEAKY.segment + 1]
         inputs = inputs[:, : targets.shape[1]]
         logits, _ = adapting(inputs, state)
-        adapting.zero_grad()
-        torch.nn.functional.cross_entropy(logits[0], targets[0]).backward()
-        adapter.update()
+        loss = torch.nn.functional.cross_entropy(logits[0], targets[0])
+        adapter.update(torch.autograd.grad(loss, adapter.params))
         with torch.no_grad():
             logits, state = adapting(inputs, state)
             if start >= ids.shape[1] // 2:
                 nats += torch.nn.functional.cross_entropy(logits[0], targets[0], reduction="sum").item()
                 characters += targets.shape[1]
     assert nats / characters < math.log(10) - 0.1
+
+
+def reference_update(params, origin, rms, config, grads):
+    """The update as docs/adapt.md writes it, weight by weight: what Adapter.update's
+    torch._foreach_* operations must give, float for float.
+    W += decay * (r / mean r) * (W0 - W) - lr * g / (r + 0.1 * mean r), the pull at most 1."""
+    mean = torch.stack([r.mean() for r in rms]).mean()
+    with torch.no_grad():
+        for p, w0, r, g in zip(params, origin, rms, grads, strict=True):
+            if config.method == "sgd":
+                p.sub_(g, alpha=config.lr)
+            else:
+                pull = (config.decay * r / mean).clamp(max=1.0)
+                scale = 1 / (r + dynamic.EPSILON * mean)
+                p.add_(pull * (w0 - p) - config.lr * scale * g)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [DynamicConfig(), DynamicConfig(lr=3e-3, decay=0.9), DynamicConfig(method="sgd", lr=0.3)],
+    ids=["rms", "rms-pull-clamped", "sgd"],
+)
+def test_the_foreach_update_is_the_formula(model, config):
+    """Adapter.update (one torch._foreach_* call per operation, the constants computed once) gives
+    exactly the weights the formula written out weight by weight gives, over 20 updates that take
+    the weights away from W0 and pull them back; also with a decay so large that the pull is
+    clamped at 1 (W back at W0) for every weight whose r is above 1.1 times the mean. Exactly, not
+    nearly: a reading's figure must not move with how the update is computed."""
+    rms = dynamic.gradient_rms(model.model, model.checkpoint, model.path)
+    fused, reference = copy.deepcopy(model.model), copy.deepcopy(model.model)
+    adapter = dynamic.Adapter(fused, config, rms)
+    origin = [p.detach().clone() for p in reference.parameters()]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        grads = [torch.randn(r.shape, generator=generator) * (r + 1e-3) for r in rms]
+        adapter.update(grads)
+        reference_update(list(reference.parameters()), origin, rms, config, grads)
+    moved = 0.0
+    for (name, p), q, w0 in zip(fused.named_parameters(), reference.parameters(), origin, strict=True):
+        assert torch.equal(p, q), name
+        moved = max(moved, (p - w0).abs().max().item())
+    assert moved > 1e-4  # the updates did move the weights: the comparison is not of two copies of W0
 
 
 def test_results_repeat_exactly_and_the_model_is_left_as_it_was(model, english):

@@ -2,19 +2,22 @@
 old character keeps its id and its trained rows, and the grown run is a run like any other."""
 
 import hashlib
+import importlib.util
 import json
+import re
 
 import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint
+from charlstm import checkpoint, export_onnx
 from charlstm.config import TrainConfig
-from charlstm.model import VOCABULARY_ROWS, CharLSTM
+from charlstm.export_html import html_page
+from charlstm.model import VOCABULARY_ROWS, CharLSTM, Stepper
 from charlstm.runs import resume, start
 from charlstm.tokenizer import Vocabulary
 from charlstm.trainer import TrainingInterrupted, TrainListener
-from tests.helpers import run_cli
+from tests.helpers import invoke, run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16}
 NEW_TEXT = "Café naïve — “quoted” 日本語\n"
@@ -126,3 +129,61 @@ def test_the_python_api_fine_tunes_across_vocabularies(tmp_path, source, new_cor
                          eval_every=3, sample_every=0, precision="fp32", device="cpu")  # fmt: skip
     model = charlstm.load(run)
     assert "日" in model.vocabulary and model.score(NEW_TEXT * 4).characters == len(NEW_TEXT * 4) - 1
+
+
+@pytest.fixture(scope="module")
+def grown_run(tmp_path_factory, source, new_corpus):
+    """A run grown from `source` by NEW_TEXT's characters, two steps: what export must carry."""
+    tuned = start(
+        {}, config(new_corpus, max_steps=2, eval_every=2), tmp_path_factory.mktemp("grown"), init_from=str(source)
+    )
+    tuned.run()
+    return tuned.run_dir
+
+
+def test_a_grown_run_exports_with_the_characters_it_added(tmp_path, capsys, source, grown_run):
+    """`charlstm export` of a grown run: the page (and ONNX, where its packages are here) carry the
+    grown vocabulary, and in ONNX an added character's id steps to the logits charlstm's own
+    step gives, so the added rows went out with the rest."""
+    model, grown, _ = checkpoint.load_model(grown_run)
+    old = checkpoint.load(source).vocabulary
+    assert grown.chars.startswith(old.chars) and set(grown.chars) - set(old.chars) == set(NEW_TEXT) - set(old.chars)
+    page, onnx_file = tmp_path / "model.html", tmp_path / "model.onnx"
+    with_onnx = importlib.util.find_spec("onnx") is not None
+    code, out, err = invoke(
+        capsys, "export", str(grown_run), "--html", str(page), *(["--onnx", str(onnx_file)] if with_onnx else [])
+    )
+    assert code == 0 and f"wrote {page}" in out, err
+    (description,) = re.findall(
+        r'<script type="application/json" id="charlstm-model">(.*?)</script>', page.read_text(encoding="utf-8"), re.S
+    )
+    assert json.loads(description)["vocabulary"] == grown.chars
+    if not with_onnx:
+        return
+    import onnx
+
+    proto = onnx.load(onnx_file)
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    assert json.loads(metadata[export_onnx.METADATA_VOCABULARY]) == grown.chars
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(onnx_file))
+    stepper = Stepper(model)
+    ids = grown.encode("日本").long()
+    state = {i.name: torch.zeros(model.config.layers, 1, model.config.hidden).numpy() for i in session.get_inputs()[1:]}
+    charlstm_state = stepper.initial_state(1)
+    for id_ in ids:
+        logits, *next_state = session.run(None, {"id": id_.view(1).numpy(), **state})
+        state = dict(zip(state, next_state, strict=True))
+        want, charlstm_state, _ = stepper.step(id_.view(1), charlstm_state)
+        assert logits.shape[-1] == len(grown)
+        torch.testing.assert_close(torch.from_numpy(logits), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_page_of_a_grown_run_samples_from_the_characters_it_added(tmp_path, browser_page, grown_run):
+    model, grown, _ = checkpoint.load_model(grown_run)
+    page_file = tmp_path / "model.html"
+    page_file.write_text(html_page(model, grown, "grown"), encoding="utf-8")
+    page = browser_page.open(page_file)
+    assert page.evaluate("charlstm.info.vocabulary") == grown.chars
+    # a prime of added characters is one the page knows, not one it "never saw"
+    assert len(page.evaluate("charlstm.sample('Café 日本', 30, {seed: 3})")) == 30
