@@ -10,6 +10,9 @@ Four parts, one JSON line per measurement:
 * sweep: dynamic evaluation with the rms update (Krause et al. 2018) and with plain SGD at a few
   learning rates, on a tuning slice of each validation split (the 20,000 characters before the
   report slice), to choose the defaults.
+* segments: the segment length (25 to 200 characters) at a few rms rates on the same tuning
+  slices: the gain and the seconds of each reading, since fewer, longer segments mean fewer
+  backward passes and updates.
 * dynamic: the defaults on the report slice (the last 50,000 characters of each validation split):
   static and dynamic nats/char, and dynamic's seconds against `charlstm eval`'s static reading of
   the same text (64 streams) and against the same single-stream reading without updates.
@@ -48,12 +51,13 @@ from charlstm.config import DynamicConfig, TrainConfig
 from charlstm.data import load_data
 from charlstm.evaluation import evaluate_tokens
 
-PARTS = ("sweep", "dynamic", "cost", "finetune", "adapt")
+PARTS = ("sweep", "segments", "dynamic", "cost", "finetune", "adapt")
 SHAPE = {"layers": 2, "hidden": 128, "embedding": 64, "batch_size": 32, "seq_len": 64}
 FIXED = {"max_time": 0, "sample_every": 0, "eval_every": 250, "precision": "fp32", "device": "cpu"}
 REPORT, TUNE = 50_000, 20_000
 COST_LENGTHS, COST_REPEAT = (25_000, 100_000), 3
 ADAPT, HELD_OUT = 20_000, 5_000
+SEGMENTS = [(segment, lr) for segment in (25, 50, 100, 200) for lr in (3e-4, 1e-3)]
 GRID = [("rms", lr) for lr in (3e-5, 1e-4, 3e-4, 1e-3)] + [("sgd", lr) for lr in (0.03, 0.1, 0.3, 1.0)]
 
 
@@ -105,6 +109,14 @@ def sweep(models: dict, texts: dict) -> None:
             config = DynamicConfig("rms", best["lr"], decay=decay)
             rows.append({"benchmark": "dynamic_sweep"} | dynamic_row(name, model, tune, config))
             print(json.dumps(rows[-1]), flush=True)
+
+
+def segments(models: dict, texts: dict) -> None:
+    for name, model in models.items():
+        tune = texts[name][-REPORT - TUNE : -REPORT]
+        for segment, lr in SEGMENTS:
+            row = dynamic_row(name, model, tune, DynamicConfig("rms", lr, segment=segment))
+            print(json.dumps({"benchmark": "dynamic_segments"} | row), flush=True)
 
 
 def report(models: dict, texts: dict) -> None:
@@ -218,6 +230,8 @@ def main() -> None:
     print(json.dumps({"benchmark": "adapt_setup"} | common), flush=True)
     if "sweep" in args.parts:
         sweep(models, texts)
+    if "segments" in args.parts:
+        segments(models, texts)
     if "dynamic" in args.parts:
         report(models, texts)
     if "cost" in args.parts:

@@ -355,7 +355,7 @@ class DynamicConfig:
 
     method: str = "rms"
     lr: float | None = field(default=None, metadata={"default_text": f"{DYNAMIC_LR['rms']:g}"})
-    segment: int = 50
+    segment: int = 100
     decay: float = 0.02
     passes: int = 1
 

@@ -186,7 +186,7 @@ def test_eval_dynamic_prints_both_figures_and_never_writes_the_checkpoint(traine
     lines = out.splitlines()
     assert lines[0].split() == ["nats/char", "bits/char", "seconds"]
     assert lines[1].startswith("static") and lines[2].startswith("dynamic") and "nats/char)" in lines[2]
-    assert "over 2,999 characters" in lines[3] and "rms update, lr 0.0003, 50-character segments" in lines[3]
+    assert "over 2,999 characters" in lines[3] and "rms update, lr 0.0003, 100-character segments" in lines[3]
     code, out, _ = invoke(capsys, "eval", str(text), "-c", str(trained_run), "--dynamic", "--json", "--segment", "25")
     result = json.loads(out)
     assert result["static"]["loss"] - result["dynamic"]["loss"] == pytest.approx(result["gain"])
