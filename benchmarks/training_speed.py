@@ -32,8 +32,9 @@ from torch import nn
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.data import Data, load_data
 from charlstm.device import autocast, keep_freed_memory, resolve_device
+from charlstm.optimizer import fused_adamw
 from charlstm.runs import place
-from charlstm.trainer import Trainer, fused_adamw
+from charlstm.trainer import Trainer
 
 
 def bare_loop(args: argparse.Namespace, hidden: int, precision: str, data: Data, plain: bool = False):

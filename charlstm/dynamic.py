@@ -46,7 +46,7 @@ from charlstm.device import resolve_device
 from charlstm.errors import CharlstmError
 from charlstm.evaluation import EVAL_SEQ_LEN
 from charlstm.model import CharLSTM
-from charlstm.trainer import parameter_groups
+from charlstm.optimizer import parameter_groups
 
 EPSILON = 0.1
 """The rms update's eps, as a share of the mean gradient RMS: a weight whose gradient was (nearly)

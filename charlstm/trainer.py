@@ -36,30 +36,11 @@ from charlstm.device import (
 from charlstm.errors import CharlstmError, WriteFailed
 from charlstm.evaluation import stream_loss, validation_batches
 from charlstm.model import CharLSTM
+from charlstm.optimizer import fused_adamw, parameter_groups
 from charlstm.pacing import paced, within_share
 from charlstm.sample import default_prime, generate
 from charlstm.sizing import PrecisionChoice, Sizing
 from charlstm.stopping import Agreement, sigint_deferred, stop_requests
-
-
-def fused_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
-    """AdamW as one fused kernel where this PyTorch has one for the device (CUDA; the CPU
-    since 2.4), else the per-parameter loop. On 2 CPU cores the loop took 1.6 ms a step
-    for a 2x128 LSTM and the fused kernel 0.27 ms: 6% of a batch-16 step."""
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
-
-
-def parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """The parameters AdamW decays (matrices) and those it does not (biases, the embedding), in
-    the order the optimizer numbers them: what maps a checkpoint's optimizer state back to the
-    parameters (dynamic.gradient_rms reads AdamW's second moments through it)."""
-    named = list(model.named_parameters())
-    decay = [p for n, p in named if p.dim() >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in named if p.dim() < 2 or "embedding" in n]
-    return decay, no_decay
 
 
 class TrainListener:
