@@ -18,7 +18,8 @@ evaluations may take; 0.05 by default), so the run goes through `charlstm.train`
 the command, which has no option for it.
 
 Each row also says how much of the budget went to evaluating, the steps budget sizing
-promised against those taken, the precision, the CPU and the date, so rows from different
+promised against those taken (and, for a sized run, the steps/s its probe read for every shape it
+timed beside the rate the run achieved), the precision, the CPU and the date, so rows from different
 machines and hours can sit in one results file.
 """
 
@@ -80,6 +81,9 @@ def run(seconds: float, extra: list[str], corpus: Path, eval_share: float | None
         "evaluating_seconds": final.get("evaluating"),
         "evaluating_share": round(final.get("evaluating", 0) / seconds, 3),
         "predicted_steps": sized.get("predicted_steps"),
+        "probed_steps_per_second": sized.get("steps_per_second"),
+        "probed_steps": sized.get("steps"),
+        "achieved_steps_per_second": sized.get("achieved_steps_per_second"),
         "precision": config["train"]["precision"],
         "cpu": cpu_name(),
         "date": datetime.date.today().isoformat(),
