@@ -61,8 +61,8 @@ class Served:
 
     def __init__(self, checkpoint: Path, max_length: int, threads: int | None = None):
         command = [sys.executable, "-m", "charlstm", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
-        command += ["--quiet", "--max-length", str(max_length)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+        command += ["--quiet", "--max-length", str(max_length)] + (["--threads", str(threads)] if threads else [])
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         line = self.process.stdout.readline()
         if not line.startswith("charlstm serve: http://"):
@@ -203,9 +203,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=500, help="Characters per request.")
     parser.add_argument("--stream", action="store_true", help="Ask for streams (and time the first character).")
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help="generate, completions, or both.")
-    parser.add_argument(
-        "--server-threads", type=int, default=None, help="The server's compute threads (OMP_NUM_THREADS)."
-    )
+    parser.add_argument("--server-threads", type=int, default=None, help="The server's --threads.")
     parser.add_argument("--rounds", type=int, default=1, help="Turns each endpoint takes, in alternating order.")
     args = parser.parse_args()
     if not set(args.endpoints.split(",")) <= set(ENDPOINTS):

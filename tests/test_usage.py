@@ -72,6 +72,7 @@ BAD: dict[str, dict[str, str]] = {
         "--max-sessions": "0",
         "--session-ttl": "5x",
         "--api-key": " ",
+        "--threads": "abc",
     },
     "eval": {
         "--encoding": "klingon",

@@ -260,12 +260,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    threads: Annotated[str, THREADS_OPTION] = THREADS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request on stderr.")] = False,
 ) -> None:
     """Keep a model loaded and answer HTTP: streaming generation, scores, continuations, a playground page.
 
     A request with keep gets an id to continue from its hidden state; kept states expire after
     --session-ttl, and at most --max-sessions are kept at once."""
+    use_threads(threads)
     options = dict(locals())
     from charlstm import serve as serving
     from charlstm.serve_config import ServeConfig
