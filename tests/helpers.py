@@ -1,5 +1,5 @@
-"""What many test files share: running the CLI, a train command line, text to train on, and a
-disk that fails on cue.
+"""What many test files share: running the CLI, a train command line, text to train on, a
+disk that fails on cue, and a Ctrl-C at a chosen step.
 
 Tests never read a file outside the repository: their text is made here from what every
 Python installation has (the standard library's own documentation) or written by the test.
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from charlstm import disk
+from charlstm.trainer import TrainListener
 
 TINY_MODEL = ["--layers", "2", "--hidden", "32", "--embedding", "16", "--batch-size", "8", "--seq-len", "32"]
 """A model small enough that a few dozen steps take a second or two."""
@@ -168,3 +169,14 @@ class FailingDisk:
             raise OSError(self.code, os.strerror(self.code))
 
         monkeypatch.setattr(disk, "_write_fd", write)
+
+
+class InterruptAt(TrainListener):
+    """A listener that presses Ctrl-C when the trainer reports `step` (it reports every 10)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def stepped(self, step: int, loss: float, chars_per_sec: float) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt

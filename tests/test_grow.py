@@ -16,8 +16,8 @@ from charlstm.export_html import html_page
 from charlstm.model import VOCABULARY_ROWS, CharLSTM, Stepper
 from charlstm.runs import resume, start
 from charlstm.tokenizer import Vocabulary
-from charlstm.trainer import TrainingInterrupted, TrainListener
-from tests.helpers import invoke, run_cli
+from charlstm.trainer import TrainingInterrupted
+from tests.helpers import InterruptAt, invoke, run_cli
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16}
 NEW_TEXT = "Café naïve — “quoted” 日本語\n"
@@ -77,15 +77,6 @@ def test_growth_keeps_the_old_rows_and_gives_the_new_characters_fresh_ones(tmp_p
     assert checkpoint.load(tuned.run_dir / "last.pt").vocabulary == grown
     assert json.loads((tuned.run_dir / "config.json").read_text())["vocabulary_added"] == tuned.data.added
     assert sha256(source) == before, "fine-tuning never writes the checkpoint it starts from"
-
-
-class InterruptAt(TrainListener):
-    def __init__(self, step):
-        self.step = step
-
-    def stepped(self, step, loss, chars_per_sec):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_a_grown_run_resumes_exactly(tmp_path, source, new_corpus):

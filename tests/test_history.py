@@ -15,7 +15,7 @@ import pytest
 
 from charlstm import checkpoint, history, report, runs_table
 from charlstm.errors import CharlstmError
-from tests.helpers import invoke, run_cli
+from tests.helpers import InterruptAt, invoke, run_cli
 from tests.run_folders import LN2, write_run
 
 
@@ -301,15 +301,10 @@ def test_an_interrupted_or_failed_run_says_so(tmp_path, small_corpus):
     from charlstm.runs import start
     from charlstm.trainer import TrainingInterrupted, TrainListener
 
-    class InterruptAt(TrainListener):
-        def stepped(self, step, loss, chars_per_sec):
-            if step == 10:
-                raise KeyboardInterrupt
-
     model = {"layers": 1, "hidden": 32, "embedding": 16}
     stopped = start(model, tiny_config(small_corpus, eval_every=4), tmp_path / "a")
     with pytest.raises(TrainingInterrupted):
-        stopped.run(InterruptAt())
+        stopped.run(InterruptAt(10))
     (run,) = history.find_runs(tmp_path / "a")
     assert history.state_of(run) == ("interrupted", None)
     assert run.steps == 10 and run.evaluations[-1]["step"] == 8, "the status knows the step past the last evaluation"

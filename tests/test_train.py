@@ -13,7 +13,7 @@ from charlstm.device import seed_device
 from charlstm.errors import CharlstmError
 from charlstm.runs import place, resume, start
 from charlstm.trainer import Trainer, TrainingInterrupted, TrainListener
-from tests.helpers import invoke, run_cli, train_args
+from tests.helpers import InterruptAt, invoke, run_cli, train_args
 
 MODEL = {"layers": 2, "hidden": 32, "embedding": 16, "dropout": 0.2}
 
@@ -31,15 +31,6 @@ def config(corpus, **overrides):
         "device": "cpu",
     }
     return TrainConfig(**(base | overrides))
-
-
-class InterruptAt(TrainListener):
-    def __init__(self, step):
-        self.step = step
-
-    def stepped(self, step, loss, chars_per_sec):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def weights(path):
