@@ -13,6 +13,9 @@ Each run evaluates once, at its end, on the whole validation split.
 A run is HIDDENxBATCH@STEPS; --lr, --warmup and --seeds multiply the runs. Rows already in
 --out (same corpus, run, lr, warmup and seed) are skipped, so a study can be stopped and
 started again. Prints one JSON line per run and a table of means over seeds at the end.
+
+`--corpora builtin-cut` is the built-in corpus cut to the length of --corpus: source code the
+size of the English text, which tells what the kind of text does from what its size does.
 """
 
 from __future__ import annotations
@@ -32,10 +35,19 @@ from pathlib import Path
 from corpus_arg import add_corpus_argument, describe, find_corpus
 from quality import cpu_name
 
+from charlstm.corpus import default_corpus_files, read_text
+
 TRAIN = (
     "import json, sys, charlstm; options = json.loads(sys.argv[1]); "
     "print(charlstm.train(options.pop('corpus'), options.pop('checkpoints'), **options))"
 )
+
+
+def builtin_text() -> str:
+    """The built-in corpus's text as `charlstm train` reads it: its files in order, each
+    ending with a newline."""
+    texts = (read_text(file) for file in default_corpus_files())
+    return "".join(text if text.endswith("\n") else text + "\n" for text in texts)
 
 
 def parse_run(text: str) -> tuple[int, int, int]:
@@ -48,8 +60,9 @@ def parse_run(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(f"a run is HIDDENxBATCH@STEPS, e.g. 192x16@2500; got {text!r}") from None
 
 
-def key(row: dict) -> tuple:
-    return (row["corpus"], row["run"], row["lr"], row["warmup"], row["seed"])
+def key(corpus: str, run: str, lr: float, warmup: int, seed: int) -> tuple:
+    """What makes two rows the same run."""
+    return (corpus, run, lr, warmup, seed)
 
 
 def train(
@@ -106,6 +119,27 @@ def train(
     }
 
 
+def run_plan(corpora: dict[str, Path | None], args: argparse.Namespace) -> list[dict]:
+    """Every run of the study not already in --out, --jobs at a time; all its rows on these corpora."""
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    seen = {key(row["corpus"], row["run"], row["lr"], row["warmup"], row["seed"]) for row in done}
+    plan = [
+        (corpus, name, hidden, batch, steps, lr, warmup, seed)
+        for (name, corpus), (hidden, batch, steps), lr, warmup, seed in itertools.product(
+            corpora.items(), args.runs, args.lr, args.warmup, args.seeds
+        )
+        if key(name, f"{hidden}x{batch}@{steps}", lr, warmup, seed) not in seen
+    ]
+    rows = [row for row in done if row["corpus"] in corpora]
+    with ThreadPoolExecutor(args.jobs) as pool, args.out.open("a") as out:
+        for row in pool.map(lambda job: train(*job), plan):
+            print(json.dumps(row), flush=True)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=parse_run, nargs="+", required=True, help="HIDDENxBATCH@STEPS ...")
@@ -115,9 +149,10 @@ def main() -> None:
     parser.add_argument(
         "--corpora",
         nargs="+",
-        choices=["english", "builtin"],
+        choices=["english", "builtin", "builtin-cut"],
         default=["english"],
-        help="english: --corpus; builtin: charlstm's own (this Python's standard-library source)",
+        help="english: --corpus; builtin: charlstm's own (this Python's standard-library source); "
+        "builtin-cut: the built-in one cut to --corpus's length",
     )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument(
@@ -125,35 +160,26 @@ def main() -> None:
     )
     add_corpus_argument(parser)
     args = parser.parse_args()
-    corpora: dict[str, Path | None] = {}
-    if "english" in args.corpora:
-        english = find_corpus(args.corpus)
-        corpora[describe(english)["corpus"]] = english
-    if "builtin" in args.corpora:
-        corpora["python-stdlib"] = None
-    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
-    seen = {key(row) for row in done}
-    plan = [
-        (corpus, name, hidden, batch, steps, lr, warmup, seed)
-        for (name, corpus), (hidden, batch, steps), lr, warmup, seed in itertools.product(
-            corpora.items(), args.runs, args.lr, args.warmup, args.seeds
-        )
-        if (name, f"{hidden}x{batch}@{steps}", lr, warmup, seed) not in seen
-    ]
-    rows = [row for row in done if row["corpus"] in corpora]
-    with ThreadPoolExecutor(args.jobs) as pool, args.out.open("a") as out:
-        for row in pool.map(lambda job: train(*job), plan):
-            print(json.dumps(row), flush=True)
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            rows.append(row)
+    with tempfile.TemporaryDirectory() as scratch:
+        corpora: dict[str, Path | None] = {}
+        if "english" in args.corpora:
+            english = find_corpus(args.corpus)
+            corpora[describe(english)["corpus"]] = english
+        if "builtin" in args.corpora:
+            corpora["python-stdlib"] = None
+        if "builtin-cut" in args.corpora:
+            length = len(read_text(find_corpus(args.corpus)))
+            cut = Path(scratch) / f"python-stdlib-first-{length}.txt"
+            cut.write_text(builtin_text()[:length], encoding="utf-8")
+            corpora[cut.stem] = cut
+        rows = run_plan(corpora, args)
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault((row["corpus"], row["run"], row["lr"], row["warmup"]), []).append(row["val_loss"])
-    print(f"{'corpus':<16} {'run':<14} {'lr':>8} {'warmup':>6} {'mean':>7}  seeds", file=sys.stderr)
+    print(f"{'corpus':<28} {'run':<14} {'lr':>8} {'warmup':>6} {'mean':>7}  seeds", file=sys.stderr)
     for (corpus, run, lr, warmup), losses in sorted(groups.items()):
         each = " ".join(f"{loss:.4f}" for loss in losses)
-        print(f"{corpus:<16} {run:<14} {lr:>8g} {warmup:>6} {statistics.mean(losses):>7.4f}  {each}", file=sys.stderr)
+        print(f"{corpus:<28} {run:<14} {lr:>8g} {warmup:>6} {statistics.mean(losses):>7.4f}  {each}", file=sys.stderr)
 
 
 if __name__ == "__main__":

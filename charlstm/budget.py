@@ -41,7 +41,9 @@ def choose_shape(steps: Callable[[int, int], float]) -> tuple[int, int]:
     bigger one would have done better. The bar sits at the low end because the probe is
     noisy and a shape just under it loses far more than one just over it gains: at 90 s,
     2x192 with 2,276 steps beat 2x128 with 3,703 by 0.06 (benchmarks/README.md, "Sizing for
-    the budget").
+    the budget"). A lower bar would take 2x384/32 at ~1,750 steps for 300 s, which beat
+    2x256/32 at 3,100 by 0.011 on English but lost by 0.05-0.08 on Python source, including
+    source the size of the English text ("Sizing's bar, measured at fixed step counts").
     """
     chosen = BUDGET_SHAPES[0]
     for hidden, batch in BUDGET_SHAPES:
