@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from charlstm.errors import SettingError
+from charlstm.errors import SettingError, named
 
 CELL_TYPES = ("lstm", "gru", "indylstm", "rnn")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -315,8 +315,8 @@ class SamplingConfig:
         if self.min_length > self.length:
             raise SettingError(
                 "min_length",
-                f"{self.min_length} is above {{length}} {self.length}, the most a sample may have; "
-                "lower it or raise {length}",
+                f"{self.min_length} is above {named('length')} {self.length}, the most a sample may have; "
+                f"lower it or raise {named('length')}",
             )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise SettingError("stop", "needs text; an empty one would end every sample at once")

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from charlstm.config import check_device_name, check_precision
-from charlstm.errors import SettingError
+from charlstm.errors import SettingError, named
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,8 +85,8 @@ def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> st
     if name == "bf16" and not bf16_kernels_run(device, cell):
         raise SettingError(
             "precision",
-            f"{{precision}} bf16: this CPU has no bf16 kernel for the {cell} recurrence "
-            "(PyTorch's oneDNN could not build one here); use {precision} fp32, or auto to take bf16 wherever it runs",
+            f"{named('precision')} bf16: this CPU has no bf16 kernel for the {cell} recurrence (PyTorch's oneDNN "
+            f"could not build one here); use {named('precision')} fp32, or auto to take bf16 wherever it runs",
             usage=False,
         )
     return name

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from charlstm.errors import CharlstmError, SettingError
+from charlstm.errors import CharlstmError, SettingError, named
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class Ranks:
         if device.index is not None and device.index != self.local_rank:
             raise SettingError(
                 "device",
-                f"{{device}} {device} cannot be used under torchrun, where process {self.local_rank} of each "
-                f"machine uses GPU {self.local_rank}; ask for {{device}} cuda and pick GPUs with CUDA_VISIBLE_DEVICES",
+                f"{named('device')} {device} cannot be used under torchrun, where process {self.local_rank} of each "
+                f"machine uses GPU {self.local_rank}; ask for {named('device')} cuda and pick GPUs with "
+                "CUDA_VISIBLE_DEVICES",
                 usage=False,
             )
         count = torch.cuda.device_count()

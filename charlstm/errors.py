@@ -41,19 +41,28 @@ class CharlstmError(Exception):
     """A mistake in the user's input, files or options, explained in one line."""
 
 
-_NAMED = re.compile(r"\{([a-z_]+)\}")
+def named(setting: str) -> str:
+    """`setting` named in a SettingError's text, left open for the reader to spell.
+
+    The mark is a NUL on either side, which no value quoted in the text can hold (argv and
+    paths cannot carry one, and the text quotes strings with repr), so a value that looks like
+    a name, `--encoding '{lr}'`, is shown as typed."""
+    return f"\0{setting}\0"
+
+
+_NAMED = re.compile("\0([a-z_]+)\0")
 
 
 class SettingError(CharlstmError):
-    """A setting's value refused, worded with names left open: `{length}` in the text stands
-    for setting `length`, however the reader spells it (`spelled`). `name` is the setting at
-    fault; the text starts with it unless it names it itself. `usage` is False where the value
+    """A setting's value refused, worded with names left open: `named("length")` in the text
+    stands for setting `length`, however the reader spells it (`spelled`). `name` is the setting
+    at fault; the text starts with it unless it names it itself. `usage` is False where the value
     is one the setting takes but this machine or model cannot (`device` cuda with no GPU), which
     is no mistake in how the command was typed: the command line exits 1 then, not 2."""
 
     def __init__(self, name: str, problem: str, usage: bool = True):
         self.name, self.usage = name, usage
-        self.template = problem if f"{{{name}}}" in problem else f"{{{name}}} {problem}"
+        self.template = problem if named(name) in problem else f"{named(name)} {problem}"
         super().__init__(self.spelled(str))
 
     def spelled(self, spell: Callable[[str], str]) -> str:

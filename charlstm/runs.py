@@ -24,7 +24,7 @@ from charlstm import budget, checkpoint, disk, distributed, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
 from charlstm.data import Data, load_data
 from charlstm.device import resolve_device, resolve_precision
-from charlstm.errors import CharlstmError, SettingError, WriteFailed
+from charlstm.errors import CharlstmError, SettingError, WriteFailed, named
 from charlstm.model import parameter_count
 from charlstm.tokenizer import Vocabulary
 from charlstm.trainer import Placement, Trainer, TrainListener
@@ -89,7 +89,9 @@ def new_run_dir(root: Path, corpus_name: str) -> Path:
         run_dir.mkdir(parents=True)
     except OSError as e:
         raise SettingError(
-            "checkpoints", f"cannot create run folder {run_dir}: {e.strerror}; choose another {{checkpoints}}", False
+            "checkpoints",
+            f"cannot create run folder {run_dir}: {e.strerror}; choose another {named('checkpoints')}",
+            usage=False,
         ) from e
     return run_dir
 

@@ -57,6 +57,9 @@ BAD_INPUTS = [
     (["train", "{corpus}", "--dropout", "1"], "--dropout must be in [0, 1)"),
     (["train", "{corpus}", "--errors", "bogus"], "--errors must be strict, replace or ignore, got 'bogus'"),
     (["train", "{corpus}", "--encoding", "klingon"], "--encoding names no encoding this Python knows: 'klingon'"),
+    # A value that looks like a setting's name is shown as typed, not spelled as that setting's flag.
+    (["train", "{corpus}", "--encoding", "{{max_time}}"], "no encoding this Python knows: '{max_time}'"),
+    (["train", "{corpus}", "--max-time", "{{lr}}"], "--max-time is not a duration: '{lr}'"),
     (["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/missing.txt"], "prime file"),
     (["train", "{corpus}", "--layers", "two"], "--layers"),
     (["train", "--resume", "{bad}/runs"], "no last.pt"),

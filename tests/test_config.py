@@ -68,6 +68,15 @@ def test_bad_training_settings_are_named_by_keyword_and_spelled_as_options(setti
     assert error.value.spelled(flag) == message.replace(name, flag(name), 1)
 
 
+def test_a_value_that_looks_like_a_setting_name_is_not_spelled():
+    """The text names settings with a mark no typed value holds; a '{top_k}' the user typed
+    stays '{top_k}' however the reader spells names (a flag, a request's field)."""
+    with pytest.raises(SettingError) as error:
+        TrainConfig(device="{top_k}")
+    assert str(error.value) == "device must be auto, cpu, cuda, cuda:N or mps, got '{top_k}'"
+    assert error.value.spelled(str.upper) == "DEVICE must be auto, cpu, cuda, cuda:N or mps, got '{top_k}'"
+
+
 def test_cuda_with_an_index_is_a_device_name():
     assert TrainConfig(device="cuda:1").device == "cuda:1"
 
