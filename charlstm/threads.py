@@ -15,9 +15,16 @@ This module imports no torch, so the command line can read it before torch loads
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from charlstm.config import check_threads
+
+SERVER_SPARE_CORES = 1
+"""Cores `charlstm serve --threads auto` leaves to its request threads. On a 2-core Xeon a
+server computing on both cores drew 1.3-1.8x slower for 1 and 4 clients than one computing on
+one (its second OpenMP thread spins between operations on the core that reads and answers
+requests), and no faster for 16 (benchmarks/README.md, "serve under load")."""
 
 
 def others_running(samples: int = 5, interval: float = 0.01) -> float:
@@ -48,11 +55,15 @@ def choose(setting: str) -> int | None:
     return None if setting == "auto" else int(setting)
 
 
-def apply(setting: str) -> int:
-    """Set torch's thread count for `setting`; returns the count in use."""
+def apply(setting: str, spare: int = 0) -> int:
+    """Set torch's thread count for `setting`; returns the count in use. With `auto` and no
+    OMP_NUM_THREADS, `spare` of torch's cores are left to the process's other threads (at
+    least one core computes)."""
     import torch
 
     count = choose(setting)
+    if count is None and spare and "OMP_NUM_THREADS" not in os.environ:
+        count = max(1, torch.get_num_threads() - spare)
     if count is not None and count != torch.get_num_threads():
         torch.set_num_threads(count)
     return torch.get_num_threads()

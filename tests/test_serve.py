@@ -695,7 +695,8 @@ def test_the_command_prints_its_address_and_stops_cleanly_on_ctrl_c(trained_run:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = first_line(process, TIMEOUT * 2)
-        match = re.match(r"charlstm serve: http://127\.0\.0\.1:(\d+)/ \(lstm 2x32, .*\); Ctrl-C stops$", line)
+        started = r"charlstm serve: http://127\.0\.0\.1:(\d+)/ \(lstm 2x32, .*; \d+ compute threads?\); Ctrl-C stops$"
+        match = re.match(started, line)
         assert match, line
         connection = http.client.HTTPConnection("127.0.0.1", int(match[1]), timeout=TIMEOUT)
         connection.request("GET", "/health")

@@ -10,9 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from charlstm.commands.app import EXIT_INTERRUPTED, Command, app
-from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
+from charlstm.commands.options import (
+    CHECKPOINT_OPTION,
+    SERVE_THREADS_OPTION,
+    THREADS_OPTION,
+    console,
+    given,
+    setting_option,
+    use_threads,
+)
 from charlstm.config import THREADS, SamplingConfig, flag, help_text, parse_duration
 from charlstm.errors import CharlstmError
+from charlstm.threads import SERVER_SPARE_CORES
 
 
 def _sample_option(name: str) -> Any:
@@ -260,14 +269,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    threads: Annotated[str, THREADS_OPTION] = THREADS,
+    threads: Annotated[str, SERVE_THREADS_OPTION] = THREADS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request on stderr.")] = False,
 ) -> None:
     """Keep a model loaded and answer HTTP: streaming generation, scores, continuations, a playground page.
 
     A request with keep gets an id to continue from its hidden state; kept states expire after
     --session-ttl, and at most --max-sessions are kept at once."""
-    use_threads(threads)
+    computing = use_threads(threads, spare=SERVER_SPARE_CORES)
     options = dict(locals())
     from charlstm import serve as serving
     from charlstm.serve_config import ServeConfig
@@ -277,7 +286,11 @@ def serve(
     config = ServeConfig(**given(ServeConfig, options))
     server = serving.start(checkpoint, config, None if quiet else partial(print, file=sys.stderr, flush=True))
     try:
-        print(f"charlstm serve: {server.url} ({server.summary}); Ctrl-C stops", flush=True)
+        plural = "s" if computing > 1 else ""
+        print(
+            f"charlstm serve: {server.url} ({server.summary}; {computing} compute thread{plural}); Ctrl-C stops",
+            flush=True,
+        )
         warning = serving.exposure(config)
         if warning:
             print(f"charlstm: warning: {warning}", file=sys.stderr, flush=True)

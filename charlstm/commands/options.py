@@ -42,14 +42,22 @@ THREADS_OPTION = typer.Option(
     show_default=False,
 )
 
+SERVE_THREADS_OPTION = typer.Option(
+    "--threads",
+    help="CPU threads the model computes with: a number, or auto (OMP_NUM_THREADS if set, else every core but "
+    f"{threads.SERVER_SPARE_CORES}, left to the request threads). \\[default: {THREADS}]",
+    show_default=False,
+)
+
 CHECKPOINT_OPTION = typer.Option(
     "--checkpoint", "-c", help="A .pt file or a run folder. Default: newest run's best.pt.", show_default=False
 )
 
 
-def use_threads(setting: str) -> int:
-    """--threads, before the command computes (charlstm/threads.py); the count in use."""
-    return threads.apply(setting)
+def use_threads(setting: str, spare: int = 0) -> int:
+    """--threads, before the command computes (charlstm/threads.py); the count in use. `spare`:
+    cores `auto` leaves to the process's other threads (a server's request threads)."""
+    return threads.apply(setting, spare)
 
 
 def busy_hint(threads_in_use: int) -> str | None:
