@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from charlstm.config import check_val_frac
-from charlstm.errors import CharlstmError, SettingError
+from charlstm.errors import CharlstmError, SettingError, named
 
 DEFAULT_CORPUS_BYTES = 4_000_000
 MAX_VOCABULARY = 5_000
@@ -32,12 +32,15 @@ def iter_text(
     what: str = "corpus",
     chunk_bytes: int = 1 << 22,
     on_read: Callable[[int], None] | None = None,
+    settable: bool = True,
 ) -> Iterator[str]:
     """The text of a file in pieces, with a BOM dropped and CRLF line ends made LF.
 
     Reading in pieces keeps a gigabyte corpus out of memory; a CR that ends one piece
     is held back until the next shows whether an LF follows it. `what` names the file
-    in errors; `on_read` hears how many bytes each piece took.
+    in errors; `on_read` hears how many bytes each piece took. Text that does not decode is
+    refused with the fix: another `encoding` where the reader takes one (`settable`), else
+    saving the file in this one (a prime file, whose command has no such option).
     """
     path = Path(path)
     try:
@@ -62,10 +65,10 @@ def iter_text(
                 try:
                     text = pending + decoder.decode(raw)
                 except UnicodeDecodeError as e:
-                    raise CharlstmError(
-                        f"{what} {path} is not valid {encoding} (byte {offset + e.start}); "
-                        "pass --encoding (e.g. latin-1) or --errors replace"
-                    ) from e
+                    problem = f"{what} {path} is not valid {encoding} (byte {offset + e.start})"
+                    if not settable:
+                        raise CharlstmError(f"{problem}; save it as {encoding}") from e
+                    raise SettingError("encoding", f"{problem}; pass {named('encoding')} (e.g. latin-1)", False) from e
                 if at_start and text:
                     text, at_start = text.removeprefix("\ufeff"), False
                 pending, offset = "", offset + len(raw)
@@ -86,9 +89,9 @@ def iter_text(
         raise CharlstmError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", what: str = "corpus") -> str:
-    """The whole text of a small file (a prime, a passage to inspect); see `iter_text`."""
-    text = "".join(iter_text(path, encoding, errors, what))
+def read_text(path: str | Path, what: str = "corpus") -> str:
+    """The whole text of a small UTF-8 file (a prime, a passage to inspect); see `iter_text`."""
+    text = "".join(iter_text(path, what=what, settable=False))
     check_text(text, f"{what} {Path(path)}")
     return text
 

@@ -43,7 +43,13 @@ BAD_INPUTS = [
     (["train", "{bad}/empty.txt"], "is empty"),
     (["train", "{bad}/one.txt"], "shorter than"),
     (["train", "{bad}/short.txt"], "shorter than"),
-    (["train", "{bad}/latin1.txt"], "--encoding"),
+    (["train", "{bad}/latin1.txt"], "is not valid utf-8 (byte 3); pass --encoding (e.g. latin-1)"),
+    (["eval", "{bad}/latin1.txt", "--checkpoint", "{run}"], "is not valid utf-8 (byte 3); pass --encoding"),
+    # sample has no --encoding to point at.
+    (
+        ["sample", "--checkpoint", "{run}", "--prime-file", "{bad}/latin1.txt"],
+        "not valid utf-8 (byte 3); save it as utf-8",
+    ),
     (["train", "{bad}/binary.bin"], "binary"),
     (["train", "{corpus}", "--hidden", "0"], "--hidden must be at least 1"),
     (["train", "{corpus}", "--layers", "-2"], "--layers must be at least 1"),

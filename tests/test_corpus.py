@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from charlstm import corpus
-from charlstm.errors import CharlstmError
+from charlstm.config import flag
+from charlstm.errors import CharlstmError, SettingError
 
 
 def test_bom_is_dropped_and_crlf_becomes_lf(tmp_path):
@@ -36,8 +37,21 @@ def test_a_directory_is_not_a_corpus(tmp_path):
 def test_encoding_and_errors_options_rescue_other_encodings(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes(b"caf\xe9")
-    assert corpus.read_text(path, encoding="latin-1") == "café"
-    assert corpus.read_text(path, errors="replace") == "caf\ufffd"
+    assert "".join(corpus.iter_text(path, encoding="latin-1")) == "café"
+    assert "".join(corpus.iter_text(path, errors="replace")) == "caf\ufffd"
+
+
+def test_text_that_does_not_decode_names_the_fix_its_reader_can_use(tmp_path):
+    """A corpus reader takes another encoding, named as the caller spells it (Python's keyword,
+    the command line's flag); a prime file's command takes none, so the fix is to save it."""
+    path = tmp_path / "latin.txt"
+    path.write_bytes(b"caf\xe9 au lait")
+    with pytest.raises(SettingError) as error:
+        "".join(corpus.iter_text(path))
+    assert str(error.value).endswith("is not valid utf-8 (byte 3); pass encoding (e.g. latin-1)")
+    assert error.value.spelled(flag).endswith("pass --encoding (e.g. latin-1)") and not error.value.usage
+    with pytest.raises(CharlstmError, match=r"prime file .* is not valid utf-8 \(byte 3\); save it as utf-8$"):
+        corpus.read_text(path, what="prime file")
 
 
 def test_default_corpus_is_a_few_megabytes_of_python_source_in_a_fixed_order():
