@@ -262,7 +262,8 @@ def load_model(path: str | Path) -> tuple[CharLSTM, Vocabulary, Checkpoint]:
 def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
     """A checkpoint file from a file, a run folder, or nothing (the newest run).
 
-    A run folder means its best.pt, or last.pt when no validation has happened yet.
+    A run folder means its best.pt, or last.pt when no validation has happened yet. A folder
+    that holds runs (checkpoints/) is no checkpoint; the error names its newest run.
     """
     if path is None:
         return resolve(history.newest_run(root).path)
@@ -271,7 +272,13 @@ def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
-        raise CharlstmError(f"run folder {path} has no {BEST} or {LAST} yet")
+        if history.is_run(path):
+            raise CharlstmError(f"run folder {path} has no {BEST} or {LAST} yet")
+        try:
+            newest = history.newest_run(path).path
+        except CharlstmError:
+            raise CharlstmError(f"{path} holds no checkpoint and no trained run; train one: charlstm train") from None
+        raise CharlstmError(f"{path} holds runs, not a checkpoint; its newest trained run is {newest}")
     if not path.exists():
         raise CharlstmError(f"checkpoint {path} does not exist")
     return path

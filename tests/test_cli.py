@@ -32,6 +32,8 @@ def bad_files(tmp_path_factory, trained_run):
     (d / "truncated.pt").write_bytes(good[: len(good) // 3])
     (d / "prime.txt").write_text("Ω")
     (d / "runs").mkdir()
+    (d / "unsaved").mkdir()
+    (d / "unsaved" / "config.json").write_text("{}")  # a run stopped before its first save
     return d
 
 
@@ -74,7 +76,9 @@ BAD_INPUTS = [
     (["sample", "--checkpoint", "{bad}/missing.pt"], "does not exist"),
     (["sample", "--checkpoint", "{bad}/noise.pt"], "not a readable checkpoint"),
     (["sample", "--checkpoint", "{bad}/truncated.pt"], "not a readable checkpoint"),
-    (["sample", "--checkpoint", "{bad}/runs"], "has no best.pt or last.pt"),
+    (["sample", "--checkpoint", "{bad}/runs"], "holds no checkpoint and no trained run; train one: charlstm train"),
+    (["sample", "--checkpoint", "{runs}"], "holds runs, not a checkpoint; its newest trained run is "),
+    (["sample", "--checkpoint", "{bad}/unsaved"], "unsaved has no best.pt or last.pt yet"),
     (["sample", "--checkpoint", "{run}", "-t", "-1"], "--temperature must be"),
     (["sample", "--checkpoint", "{run}", "-t", "nan"], "--temperature must be"),
     (["sample", "--checkpoint", "{run}", "--top-k", "-3"], "--top-k"),
@@ -99,7 +103,7 @@ BAD_INPUTS = [
 def test_bad_input_is_one_line_and_a_nonzero_exit(
     capsys, tmp_path, bad_files, small_corpus, trained_run, args, expected
 ):
-    places = {"bad": bad_files, "corpus": small_corpus, "run": trained_run}
+    places = {"bad": bad_files, "corpus": small_corpus, "run": trained_run, "runs": trained_run.parent}
     args = [a.format(**places) for a in args]
     if args[0] == "train":
         args += ["--max-steps", "1"] + ([] if "--checkpoints" in args else ["--checkpoints", str(tmp_path / "runs")])
