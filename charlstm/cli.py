@@ -29,6 +29,13 @@ def _report(message: str) -> None:
     print(f"charlstm: error: {message}", file=sys.stderr)
 
 
+def _reader_left() -> int:
+    """The reader of stdout closed it (`| head`): what it wanted arrived, so exit 0, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one line on stderr and an exit code."""
     # torch warns on import when numpy is absent; charlstm needs numpy only for --npz.
@@ -36,10 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in args
+    if debug:  # taken here, so it works after the command's name too (`charlstm sample --debug`)
+        args = [arg for arg in args if arg != "--debug"]
     code = 0
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="charlstm")
+        result = app(args=args, standalone_mode=False, prog_name="charlstm")
         code = result if isinstance(result, int) else 0
     except typer.Abort:
         _report("aborted")
@@ -51,9 +61,12 @@ def main(argv: list[str] | None = None) -> None:
         _report((e.format_message() or f"missing command{root}") + hint)
         code = EXIT_USAGE
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
+        code = _reader_left()
+    except SystemExit:
+        # click answers a closed pipe itself: it wraps the streams to stay quiet, then exits 1
+        if type(sys.stdout).__name__ != "PacifyFlushWrapper":
+            raise
+        code = _reader_left()
     except KeyboardInterrupt:
         _report("interrupted")
         code = EXIT_INTERRUPTED

@@ -119,9 +119,12 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     assert not list((tmp_path / "runs").glob("*/*.pt"))
 
 
-def test_debug_shows_the_traceback(capsys, bad_files):
+@pytest.mark.parametrize("where", [0, 1, 4], ids=["before the command", "after it", "last"])
+def test_debug_shows_the_traceback(capsys, bad_files, where):
+    args = ["sample", "--checkpoint", str(bad_files / "missing.pt")]
+    args.insert(where, "--debug")
     with pytest.raises(Exception, match="does not exist"):
-        main(["--debug", "sample", "--checkpoint", str(bad_files / "missing.pt")])
+        main(args)
 
 
 def test_sample_streams_the_asked_number_of_characters(capsys, trained_run):
@@ -253,15 +256,18 @@ def test_inspect_gates_refuses_an_export_into_a_missing_folder_before_working(tr
 
 
 def test_sample_piped_into_head_ends_quietly(trained_run):
+    """Quietly and with exit 0: the reader got what it wanted, and `set -o pipefail` scripts go on
+    (click's own handling of the closed pipe exited 1)."""
     result = subprocess.run(
-        f"{sys.executable} -m charlstm sample --checkpoint {trained_run} -n 100000 | head -c 300",
+        f"set -o pipefail; {sys.executable} -m charlstm sample --checkpoint {trained_run} -n 100000 | head -c 300",
         shell=True,
+        executable="/bin/bash",
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert len(result.stdout) == 300
-    assert result.stderr == ""
+    assert result.stderr == "" and result.returncode == 0
 
 
 def test_piped_output_has_no_escape_codes(trained_run):

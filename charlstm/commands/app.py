@@ -47,4 +47,5 @@ def _root(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set CHARLSTM_DEBUG=1).")] = False,
 ) -> None:
-    """`--debug` is read by `main` before parsing, so that it also covers parsing errors."""
+    """`--debug` is read by `main` before parsing, anywhere in the command line, so that it also
+    covers parsing errors; it is listed here for --help."""
