@@ -16,6 +16,7 @@ PyTorch's zip writer, replaces it with an error of its own ("unexpected pos ..."
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from charlstm.errors import SPACE_ERRORS, WriteFailed, reason
+from charlstm.errors import SPACE_ERRORS, CharlstmError, WriteFailed, reason
 
 _write_fd = os.write
 """The one place bytes reach the operating system (tests put a failing disk here)."""
@@ -119,11 +120,22 @@ def write_user_file(
     _replace(path, content, needed, kept, mode=USER_FILE_MODE)
 
 
+def check_writable_path(path: Path) -> None:
+    """Refuse a path no file can be written at (its folder missing, or a folder itself), before
+    the work that makes the file is done."""
+    if path.is_dir():
+        raise CharlstmError(f"cannot write {path}: it is a folder; name a file")
+    if not path.parent.is_dir():
+        raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
+
+
 def _replace(
     path: Path, content: bytes | Callable[[Sink], None], needed: int | None, kept: str | None, mode: int | None
 ) -> None:
     """`atomic_write`'s work; `mode` (less the umask) replaces the temporary file's 0600 when given."""
     path = Path(path)
+    if path.is_dir():  # replacing it would fail only after the work: say so before
+        raise failed(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), needed, "nothing was written")
     if isinstance(content, bytes | bytearray | memoryview):
         needed = len(content) if needed is None else needed
     if kept is None:

@@ -444,8 +444,8 @@ class Outputs:
         if self.npz is not None:
             numpy_for_npz()
         for path in (self.html, self.json, self.npz):
-            if path is not None and not path.parent.is_dir():
-                raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
+            if path is not None:
+                disk.check_writable_path(path)
 
     def write(self, report: GateReport, title: str) -> Iterator[Path]:
         """Write each file asked for, whole or not at all (a failure is `WriteFailed`, and the

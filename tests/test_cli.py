@@ -79,6 +79,9 @@ BAD_INPUTS = [
     (["sample", "--checkpoint", "{bad}/runs"], "holds no checkpoint and no trained run; train one: charlstm train"),
     (["sample", "--checkpoint", "{runs}"], "holds runs, not a checkpoint; its newest trained run is "),
     (["sample", "--checkpoint", "{bad}/unsaved"], "unsaved has no best.pt or last.pt yet"),
+    # refused before the replay, whose tables would otherwise come first
+    (["inspect-gates", "--checkpoint", "{run}", "--html", "{bad}/runs"], "runs: it is a folder; name a file"),
+    (["export", "{run}", "--html", "{bad}/runs"], "runs: it is a folder; name a file"),
     (["sample", "--checkpoint", "{run}", "-t", "-1"], "--temperature must be"),
     (["sample", "--checkpoint", "{run}", "-t", "nan"], "--temperature must be"),
     (["sample", "--checkpoint", "{run}", "--top-k", "-3"], "--top-k"),

@@ -57,6 +57,15 @@ def test_a_failed_atomic_write_says_why_and_keeps_the_old_file(tmp_path, monkeyp
     no_temporaries(tmp_path)
 
 
+def test_a_folder_where_the_file_should_be_is_refused_before_the_content_is_made(tmp_path):
+    """It used to fail only at the rename, after the work, saying 'the previous folder is intact'."""
+    made = []
+    with pytest.raises(WriteFailed) as failure:
+        disk.write_user_file(tmp_path, lambda sink: made.append(sink))
+    assert str(failure.value) == f"could not write {tmp_path}: Is a directory; nothing was written"
+    assert made == [] and list(tmp_path.iterdir()) == []
+
+
 def test_a_short_write_under_torch_save_is_the_disk_error_not_pytorchs(tmp_path, monkeypatch):
     """PyTorch's zip writer turns the disk's error into '[enforce fail at inline_container.cc]
     unexpected pos ...'; the line says what the disk said (it said PyTorch's words before)."""
