@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from charlstm import disk
@@ -52,6 +52,10 @@ class Entry:
         return self.member_sha256 or self.sha256
 
 
+REQUIRED = tuple(f.name for f in fields(Entry) if f.default is MISSING and f.name != "name")
+"""The fields every entry of a catalogue has."""
+
+
 def catalogue_path() -> Path:
     """$CHARLSTM_CATALOGUE (a mirror's), else corpora/catalogue.json: inside the package
     once installed, beside it in a source checkout."""
@@ -66,11 +70,22 @@ def load_catalogue() -> dict[str, Entry]:
     path = catalogue_path()
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return {name: Entry(name=name, **fields) for name, fields in raw.items()}
     except OSError as e:
         raise CharlstmError(f"cannot read the corpus catalogue {path}: {e.strerror}") from e
-    except (ValueError, TypeError, AttributeError) as e:
-        raise CharlstmError(f"the corpus catalogue {path} is not a valid catalogue: {e}") from e
+    except ValueError as e:
+        raise CharlstmError(f"the corpus catalogue {path} is not JSON: {e}") from e
+    if not isinstance(raw, dict) or not all(isinstance(entry, dict) for entry in raw.values()):
+        raise CharlstmError(
+            f"the corpus catalogue {path} is not a JSON object of corpora by name, each an object with "
+            f"{', '.join(REQUIRED)} (as corpora/catalogue.json is)"
+        )
+    known = {f.name for f in fields(Entry)} - {"name"}
+    for name, entry in raw.items():
+        missing, unknown = [f for f in REQUIRED if f not in entry], sorted(set(entry) - known)
+        if missing or unknown:
+            wrong = f"lacks {', '.join(missing)}" if missing else f"has fields no entry has: {', '.join(unknown)}"
+            raise CharlstmError(f"the corpus catalogue {path}: entry {name!r} {wrong}")
+    return {name: Entry(name=name, **entry) for name, entry in raw.items()}
 
 
 def entry(name: str) -> Entry:

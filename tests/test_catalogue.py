@@ -4,6 +4,7 @@ import errno
 import hashlib
 import http.server
 import json
+import re
 import threading
 import zipfile
 from functools import partial
@@ -11,7 +12,7 @@ from functools import partial
 import pytest
 
 from charlstm import catalogue
-from charlstm.errors import WriteFailed
+from charlstm.errors import CharlstmError, WriteFailed
 from tests.helpers import ERRNOS, REASON, FailingDisk, run_cli
 
 TEXT = "To be, or not to be: that is the question.\n" * 50
@@ -173,3 +174,21 @@ def test_a_corpus_that_cannot_be_written_is_worded_as_every_other_write(
         needed = len(TEXT) + (item.bytes if item.member else 0)  # a zip and its member at once
         assert failure.value.needed == needed and "needs about" in str(failure.value)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "is not a JSON object of corpora by name, each an object with description, url, bytes"),
+        ('{"x": 1}', "is not a JSON object of corpora by name"),
+        ('{"x": {"url": "u"}}', "entry 'x' lacks description, bytes, sha256, file, licence, train"),
+        ('{"x": ', "is not JSON"),
+    ],
+)
+def test_a_catalogue_of_the_wrong_shape_says_what_shape_it_must_have(tmp_path, monkeypatch, text, message):
+    """A list used to come out as Python's own words: 'list' object has no attribute 'items'."""
+    path = tmp_path / "mirror.json"
+    path.write_text(text)
+    monkeypatch.setenv("CHARLSTM_CATALOGUE", str(path))
+    with pytest.raises(CharlstmError, match=re.escape(message)):
+        catalogue.load_catalogue()
