@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from charlstm.config import DynamicConfig, ModelConfig, SamplingConfig, TrainConfig, parse_duration
 from charlstm.errors import CharlstmError
+from charlstm.history import DEFAULT_ROOT
 
 if TYPE_CHECKING:
     from charlstm.dynamic import Reading
@@ -195,7 +196,7 @@ def load(path: str | Path | None = None) -> Model:
 
 def train(
     corpus: str | Path | None = None,
-    checkpoints: str | Path = "checkpoints",
+    checkpoints: str | Path = DEFAULT_ROOT,
     init_from: str | Path | None = None,
     **options: Any,
 ) -> Path:

@@ -41,7 +41,6 @@ from charlstm.tokenizer import Vocabulary
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
-DEFAULT_ROOT = Path("checkpoints")
 
 
 @dataclass
@@ -259,7 +258,7 @@ def load_model(path: str | Path) -> tuple[CharLSTM, Vocabulary, Checkpoint]:
     return model, saved.vocabulary, saved
 
 
-def resolve(path: str | Path | None, root: Path = DEFAULT_ROOT) -> Path:
+def resolve(path: str | Path | None, root: Path = history.DEFAULT_ROOT) -> Path:
     """A checkpoint file from a file, a run folder, or nothing (the newest run).
 
     A run folder means its best.pt, or last.pt when no validation has happened yet. A folder

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charlstm import checkpoint as checkpoints
 from charlstm import disk
-from charlstm.errors import CharlstmError
+from charlstm.errors import CharlstmError, SettingError, named
 from charlstm.export_html import html_page
 from charlstm.export_onnx import onnx_bytes, require_onnx, state_names
 
@@ -33,9 +33,9 @@ def export(checkpoint: str | Path | None, onnx: Path | None, html: Path | None, 
     as ONNX to `onnx` and/or as a sampling page to `html`."""
     outputs = [path for path in (onnx, html) if path is not None]
     if not outputs:
-        raise CharlstmError("nothing to export: give --onnx FILE, --html FILE or both")
+        raise SettingError("onnx", f"nothing to export: give {named('onnx')} FILE, {named('html')} FILE or both")
     if onnx is not None and html is not None and onnx.resolve() == html.resolve():
-        raise CharlstmError(f"--onnx and --html both name {onnx}; give each its own file")
+        raise SettingError("html", f"{named('onnx')} and {named('html')} both name {onnx}; give each its own file")
     for path in outputs:
         check_output(path, force)
     if onnx is not None:
@@ -64,9 +64,6 @@ def write(path: Path, data: bytes) -> None:
 
 def check_output(path: Path, force: bool) -> None:
     """Refuse, in one line, an output that cannot or should not be written."""
-    if not path.parent.is_dir():
-        raise CharlstmError(f"cannot write {path}: there is no folder {path.parent}")
-    if path.is_dir():
-        raise CharlstmError(f"cannot write {path}: it is a folder; name a file")
+    disk.check_writable_path(path)
     if path.exists() and not force:
         raise CharlstmError(f"{path} exists; add --force to replace it")

@@ -33,6 +33,10 @@ from typing import Any
 from charlstm import disk
 from charlstm.errors import CharlstmError, WriteFailed
 
+DEFAULT_ROOT = Path("checkpoints")
+"""The folder that holds the runs when none is given: `train` writes them there, and `runs`,
+`report` and every command that loads the newest run look there."""
+
 CONFIG, METRICS, STATUS, SAMPLES = "config.json", "metrics.jsonl", "status.json", "samples.jsonl"
 CHECKPOINTS = ("last.pt", "best.pt")
 RUN_FILES = (CONFIG, METRICS, STATUS, *CHECKPOINTS)

@@ -28,7 +28,7 @@ MAX_RUNS = len(PALETTE)
 # --- choosing the runs --------------------------------------------------------------------------
 
 
-def load_runs(paths: Sequence[Path], root: Path = Path("checkpoints")) -> list[history.Run]:
+def load_runs(paths: Sequence[Path], root: Path = history.DEFAULT_ROOT) -> list[history.Run]:
     """The runs to draw: those named, or the most recently active under `root`. Each must have
     been evaluated at least once, or there is no curve to draw."""
     runs = [history.read_run(p) for p in dict.fromkeys(paths)] if paths else [history.newest_run(root)]
@@ -42,11 +42,10 @@ def load_runs(paths: Sequence[Path], root: Path = Path("checkpoints")) -> list[h
     return runs
 
 
-def write_report(paths: Sequence[Path], out: Path, root: Path = Path("checkpoints")) -> list[history.Run]:
+def write_report(paths: Sequence[Path], out: Path, root: Path = history.DEFAULT_ROOT) -> list[history.Run]:
     """Read the runs, render the page and write it to `out` (the folder must exist), whole or
     not at all: a page being rewritten while a browser reloads it is never seen half-written."""
-    if not out.parent.is_dir():
-        raise CharlstmError(f"cannot write {out}: there is no folder {out.parent}")
+    disk.check_writable_path(out)
     runs = load_runs(paths, root)
     page = render_html(runs)
     disk.write_user_file(out, page.encode("utf-8"))  # a failure is WriteFailed: one line, the old page kept

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charlstm import budget, checkpoint, disk, distributed, token_cache
+from charlstm import budget, checkpoint, disk, distributed, history, token_cache
 from charlstm.config import ModelConfig, TrainConfig, flag
 from charlstm.data import Data, load_data
 from charlstm.device import resolve_device, resolve_precision
@@ -46,7 +46,7 @@ def from_options(
     train_options: dict[str, Any],
     resume_from: str | None = None,
     init_from: str | None = None,
-    root: Path = checkpoint.DEFAULT_ROOT,
+    root: Path = history.DEFAULT_ROOT,
     progress: token_cache.Progress | None = None,
 ) -> Trainer:
     """The run a user's options ask for: `resume_from` continues one, else a new run starts.
@@ -99,7 +99,7 @@ def new_run_dir(root: Path, corpus_name: str) -> Path:
 def start(
     model_options: dict[str, Any],
     config: TrainConfig,
-    root: Path = checkpoint.DEFAULT_ROOT,
+    root: Path = history.DEFAULT_ROOT,
     init_from: str | None = None,
     progress: token_cache.Progress | None = None,
     size_for_budget: bool = False,

@@ -234,18 +234,18 @@ def test_an_existing_file_is_kept_unless_force(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "message", "exit_code"),
     [
-        (["--html", "{tmp}/missing/model.html"], "cannot write {tmp}/missing/model.html: there is no folder"),
-        (["--html", "{tmp}"], "it is a folder"),
-        ([], "nothing to export: give --onnx FILE, --html FILE or both"),
-        (["--onnx", "{tmp}/a", "--html", "{tmp}/a"], "--onnx and --html both name"),
+        (["--html", "{tmp}/missing/model.html"], "cannot write {tmp}/missing/model.html: there is no folder", 1),
+        (["--html", "{tmp}"], "it is a folder", 1),
+        ([], "nothing to export: give --onnx FILE, --html FILE or both", 2),  # how the command was typed
+        (["--onnx", "{tmp}/a", "--html", "{tmp}/a"], "--onnx and --html both name", 2),
     ],
 )
-def test_bad_outputs_are_one_line_each(trained_run, tmp_path, capsys, arguments, message):
+def test_bad_outputs_are_one_line_each(trained_run, tmp_path, capsys, arguments, message, exit_code):
     arguments = [a.format(tmp=tmp_path) for a in arguments]
     code, out, err = invoke(capsys, "export", str(trained_run), *arguments)
-    assert code == 1 and out == ""
+    assert code == exit_code and out == ""
     assert err.startswith("charlstm: error: ") and message.format(tmp=tmp_path) in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 

@@ -234,6 +234,14 @@ def test_runs_on_an_empty_or_missing_folder_says_so_in_one_line(capsys, tmp_path
     )
 
 
+def test_runs_in_a_fresh_folder_is_the_empty_list_not_an_error(tmp_path):
+    """No checkpoints/ yet is where every new user starts: the default folder missing is no
+    mistake (a folder the user named that is missing still is)."""
+    result = run_cli("runs", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == "no runs under checkpoints/ yet; start one with: charlstm train\n"
+
+
 def test_one_newest_run_rule_for_every_command_that_takes_a_run_by_default(tmp_path):
     write_run(tmp_path, "older", mtime=1_000_000)
     write_run(tmp_path, "newer", mtime=2_000_000)

@@ -10,6 +10,7 @@ import typer
 
 from charlstm.commands.app import Command, app
 from charlstm.commands.options import console
+from charlstm.history import DEFAULT_ROOT
 
 
 @app.command(
@@ -21,7 +22,7 @@ from charlstm.commands.options import console
 def list_runs(
     folder: Annotated[
         Path, typer.Argument(help="The folder holding the runs, or one run folder.", metavar="FOLDER")
-    ] = Path("checkpoints"),
+    ] = DEFAULT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, newest first.")] = False,
 ) -> None:
     """Every run, newest first: model, steps, time, best validation bits/char, status, a sparkline."""
@@ -29,7 +30,8 @@ def list_runs(
 
     from charlstm import history, runs_table
 
-    summaries = [history.summary(run) for run in history.find_runs(folder)]
+    fresh = folder == DEFAULT_ROOT and not folder.exists()  # nothing trained here yet: not a mistake
+    summaries = [] if fresh else [history.summary(run) for run in history.find_runs(folder)]
     if as_json:
         print(json.dumps(summaries, indent=1))
     elif not summaries:

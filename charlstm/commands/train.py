@@ -12,6 +12,7 @@ import typer
 from charlstm.commands.app import Command, app
 from charlstm.commands.options import THREADS_OPTION, busy_hint, given, setting_option, use_threads
 from charlstm.config import CELL_TYPES, FLAGS, THREADS, ModelConfig, TrainConfig, default_text, parse_duration
+from charlstm.history import DEFAULT_ROOT
 
 _train_option = partial(setting_option, TrainConfig)
 _model_option = partial(setting_option, ModelConfig)
@@ -66,10 +67,10 @@ def train(
     device: Annotated[str | None, _train_option("device", "auto, cpu, cuda, cuda:N or mps.")] = None,
     precision: Annotated[str | None, _train_option("precision", "auto (bf16 where native), fp32 or bf16.")] = None,
     encoding: Annotated[str | None, _train_option("encoding", "Text encoding of the corpus.")] = None,
-    errors: Annotated[str | None, _train_option("errors", "strict, or replace to accept bad bytes.")] = None,
+    errors: Annotated[str | None, _train_option("errors", "strict, replace (bad bytes become U+FFFD), ignore.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a run (folder or last.pt) exactly.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="A new run from a checkpoint's weights.")] = None,
-    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder holding the runs.")] = Path("checkpoints"),
+    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="Folder holding the runs.")] = DEFAULT_ROOT,
     keep_freed_memory: Annotated[bool, typer.Option(help=_KEEP_MEMORY_HELP)] = True,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help=_TENSORBOARD_HELP)] = False,
     threads: Annotated[str, THREADS_OPTION] = THREADS,
