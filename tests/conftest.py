@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from charlstm import threads
 from tests.helpers import ENGLISH_CHARACTERS, english_text, run_cli, torch_settings_kept, train_args
 
 # The headless-browser fixtures (`browser_page`) for tests of the HTML pages charlstm writes.
@@ -23,6 +24,14 @@ def token_cache_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("token-cache")
     os.environ["CHARLSTM_CACHE"] = str(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def free_machine(monkeypatch):
+    """Commands run in this process read the CPU as free: whether they print the busy note
+    (threads.busy_hint) would otherwise depend on what else the machine runs, and no test may.
+    Tests of the note hand busy_hint a load of their own."""
+    monkeypatch.setattr(threads, "others_running", lambda: 0)
 
 
 @pytest.fixture(autouse=True)

@@ -23,8 +23,9 @@ def test_bad_thread_counts_are_refused(bad):
 def test_a_busy_machine_gets_one_line_of_advice_and_a_free_one_none():
     assert threads.busy_hint(2, load=lambda: 0) is None
     assert threads.busy_hint(1, load=lambda: 3) is None, "one thread is already the advice"
-    hint = threads.busy_hint(2, load=lambda: 2)
-    assert "2 other threads running" in hint and "--threads 1" in hint
+    hint = threads.busy_hint(2, "eval", load=lambda: 2)
+    assert "2 other threads running" in hint and "charlstm eval computes with 2 threads" in hint
+    assert "--threads 1 runs faster" in hint
 
     def unreadable() -> float:
         raise OSError
@@ -68,3 +69,17 @@ def test_the_wait_policy_is_libgomps_own_and_the_commands_take_threads(tmp_path)
     for command in (["train"], ["sample"], ["eval", str(tmp_path / "text.txt")], ["inspect-gates"]):
         result = run_cli(*command, "--threads", "zero")
         assert result.returncode != 0 and "--threads must be auto or a number of threads" in result.stderr, command
+
+
+def test_eval_on_a_busy_machine_adds_the_note_after_its_figures(capsys, monkeypatch, small_corpus, trained_run):
+    """The figures come first and an error stays the one line on stderr; the note follows a result."""
+    from tests.helpers import invoke
+
+    monkeypatch.setattr(threads, "others_running", lambda: 3)
+    code, out, err = invoke(capsys, "eval", str(small_corpus), "-c", str(trained_run), "--threads", "2")
+    assert code == 0 and "bits/char" in out
+    assert err.splitlines()[-1].startswith(
+        "charlstm: note: other work keeps the CPU busy (3 other threads running) and charlstm eval computes with 2"
+    )
+    code, out, err = invoke(capsys, "eval", str(small_corpus), "-c", str(trained_run / "missing.pt"), "--threads", "2")
+    assert code == 1 and err.count("\n") == 1 and "note" not in err

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 
 from charlstm.commands.app import Command, app
-from charlstm.commands.options import CHECKPOINT_OPTION, THREADS_OPTION, console, given, setting_option, use_threads
+from charlstm.commands.options import (
+    CHECKPOINT_OPTION,
+    THREADS_OPTION,
+    busy_hint,
+    console,
+    given,
+    setting_option,
+    use_threads,
+)
 from charlstm.config import THREADS
 
 
@@ -41,24 +49,39 @@ def evaluate(
 ) -> None:
     """Score a trained model on any text: loss in nats and bits per character; with --dynamic,
     also while a copy of it adapts to the text (the checkpoint is never written)."""
-    use_threads(threads)
+    busy = busy_hint(use_threads(threads), "eval")  # read before this command's own work raises the load
+    options = dict(locals())
+    if dynamic or lr is not None or segment is not None:
+        _evaluate_dynamic(options)
+    else:
+        _evaluate_static(options)
+    if busy:  # after the figures: an error stays the one line on stderr
+        print(f"charlstm: note: {busy}", file=sys.stderr)
+
+
+def _evaluate_static(options: dict[str, Any]) -> None:
+    """`eval`: the loss over the whole text, and with --worst its most surprising passages."""
     import json
 
     from charlstm.evaluation import evaluate_corpus
     from charlstm.progress import CorpusProgress
     from charlstm.surprise import worst_of_corpus
 
-    if dynamic or lr is not None or segment is not None:
-        _evaluate_dynamic(dict(locals()))
-        return
+    checkpoint, corpus, encoding, worst = (
+        options["checkpoint"],
+        options["corpus"],
+        options["encoding"],
+        options["worst"],
+    )
+    reading_options = (options["skip_unknown"], options["device"], options["precision"])
     passages = []
     with CorpusProgress() as reading:
         if worst is None:
-            result = evaluate_corpus(checkpoint, corpus, encoding, skip_unknown, device, precision, reading)
+            result = evaluate_corpus(checkpoint, corpus, encoding, *reading_options, reading)
         else:
-            found = worst_of_corpus(checkpoint, corpus, worst, encoding, skip_unknown, device, precision, reading)
+            found = worst_of_corpus(checkpoint, corpus, worst, encoding, *reading_options, reading)
             result, passages = found.summary(), found.passages
-    if as_json:
+    if options["as_json"]:
         print(json.dumps(result | ({"worst": [vars(p) for p in passages]} if worst is not None else {})))
         return
     print(

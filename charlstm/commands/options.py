@@ -60,6 +60,6 @@ def use_threads(setting: str, spare: int = 0) -> int:
     return threads.apply(setting, spare)
 
 
-def busy_hint(threads_in_use: int) -> str | None:
+def busy_hint(threads_in_use: int, command: str) -> str | None:
     """threads.busy_hint, reachable from commands whose `threads` option shadows the module."""
-    return threads.busy_hint(threads_in_use)
+    return threads.busy_hint(threads_in_use, command)

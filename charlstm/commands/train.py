@@ -81,7 +81,7 @@ def train(
     in_use = use_threads(threads)
     options = dict(locals(), corpus=None)  # every option by its setting's name; the corpus goes apart
     del options["in_use"]
-    busy = busy_hint(in_use)  # read before this run's own work raises the load
+    busy = busy_hint(in_use, "train")  # read before this run's own work raises the load
     from charlstm import runs
     from charlstm.device import keep_freed_memory as keep_memory
     from charlstm.progress import CorpusProgress, TrainingPrinter
