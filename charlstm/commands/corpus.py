@@ -21,7 +21,7 @@ def synth(
         str, typer.Argument(help="copy (recall a key across a long gap) or brackets (nested matching).", metavar="TASK")
     ],
     out: Annotated[Path, typer.Argument(help="File to write; an existing file is never overwritten.", metavar="OUT")],
-    chars: Annotated[int, typer.Option("--chars", help="About this many characters.")] = 1_000_000,
+    chars: Annotated[int, typer.Option("--chars", help="At least this many characters, in whole lines.")] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same text.")] = 0,
 ) -> None:
     """Write a synthetic corpus with long-range dependencies (where a plain RNN fails)."""
