@@ -8,6 +8,7 @@ stays fast. Every error a user can cause ends here as one line on stderr (see `m
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("CHARLSTM_DEBUG") == "1" or "--debug" in args
     if debug:  # taken here, so it works after the command's name too (`charlstm sample --debug`)
-        args = [arg for arg in args if arg != "--debug"]
+        end = args.index("--") if "--" in args else len(args)
+        args = [arg for arg in args[:end] if arg != "--debug"] + args[end:]
     code = 0
     try:
         result = app(args=args, standalone_mode=False, prog_name="charlstm")
@@ -60,11 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         root = "" if hint else "; the commands are listed by: charlstm --help"  # bare `charlstm` also printed them
         _report((e.format_message() or f"missing command{root}") + hint)
         code = EXIT_USAGE
-    except BrokenPipeError:
-        code = _reader_left()
-    except SystemExit:
-        # click answers a closed pipe itself: it wraps the streams to stay quiet, then exits 1
-        if type(sys.stdout).__name__ != "PacifyFlushWrapper":
+    except SystemExit as e:
+        # click answers a closed pipe (EPIPE) itself: it wraps the streams to stay quiet, then exits 1
+        if not (isinstance(e.__context__, OSError) and e.__context__.errno == errno.EPIPE):
             raise
         code = _reader_left()
     except KeyboardInterrupt:

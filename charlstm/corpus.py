@@ -89,7 +89,7 @@ def iter_text(
         raise CharlstmError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
-def read_text(path: str | Path, what: str = "corpus") -> str:
+def read_text(path: str | Path, *, what: str = "corpus") -> str:
     """The whole text of a small UTF-8 file (a prime, a passage to inspect); see `iter_text`."""
     text = "".join(iter_text(path, what=what, settable=False))
     check_text(text, f"{what} {Path(path)}")

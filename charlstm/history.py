@@ -159,7 +159,7 @@ def read_run(path: Path) -> Run:
     if not is_run(path):
         raise CharlstmError(
             f"{path} is not a run folder (no {CONFIG}, {METRICS} or checkpoint in it); runs are the folders under "
-            "checkpoints/, listed by: charlstm runs"
+            f"{DEFAULT_ROOT}/, listed by: charlstm runs"
         )
     notes: list[str] = []
     config = _read_json(path / CONFIG, notes)

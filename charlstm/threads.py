@@ -24,7 +24,7 @@ SERVER_SPARE_CORES = 1
 """Cores `charlstm serve --threads auto` leaves to its request threads. On a 2-core Xeon a
 server computing on both cores drew 1.3-1.8x slower for 1 and 4 clients than one computing on
 one (its second OpenMP thread spins between operations on the core that reads and answers
-requests), and no faster for 16 (benchmarks/README.md, "serve under load")."""
+requests), and no faster for 16 (benchmarks/README.md, "Where one client's time goes")."""
 
 
 def others_running(samples: int = 5, interval: float = 0.01) -> float:
@@ -69,10 +69,11 @@ def apply(setting: str, spare: int = 0) -> int:
     return torch.get_num_threads()
 
 
-def busy_hint(threads_in_use: int, command: str = "train", load: Callable[[], float] | None = None) -> str | None:
+def busy_hint(threads_in_use: int, *, command: str = "train", load: Callable[[], float] | None = None) -> str | None:
     """One line of advice when other work already keeps the cores busy as a multi-threaded
     `charlstm command` starts; None when the machine looks free (or the load cannot be read).
-    An eval of 4,000 characters took 23.6 s on 2 threads beside a busy test run, 0.1 s on one."""
+    (Seen once: an eval of 4,000 characters took 23.6 s on 2 threads beside a busy test run, 0.1 s
+    on one.)"""
     if threads_in_use < 2:
         return None
     try:

@@ -236,7 +236,7 @@ def test_runs_on_an_empty_or_missing_folder_says_so_in_one_line(capsys, tmp_path
 
 def test_runs_in_a_fresh_folder_is_the_empty_list_not_an_error(tmp_path):
     """No checkpoints/ yet is where every new user starts: the default folder missing is no
-    mistake (a folder the user named that is missing still is)."""
+    mistake (another folder that is missing still is)."""
     result = run_cli("runs", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (0, "")
     assert result.stderr == "no runs under checkpoints/ yet; start one with: charlstm train\n"

@@ -23,7 +23,7 @@ def test_bad_thread_counts_are_refused(bad):
 def test_a_busy_machine_gets_one_line_of_advice_and_a_free_one_none():
     assert threads.busy_hint(2, load=lambda: 0) is None
     assert threads.busy_hint(1, load=lambda: 3) is None, "one thread is already the advice"
-    hint = threads.busy_hint(2, "eval", load=lambda: 2)
+    hint = threads.busy_hint(2, command="eval", load=lambda: 2)
     assert "2 other threads running" in hint and "charlstm eval computes with 2 threads" in hint
     assert "--threads 1 runs faster" in hint
 

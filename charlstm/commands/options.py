@@ -62,4 +62,4 @@ def use_threads(setting: str, spare: int = 0) -> int:
 
 def busy_hint(threads_in_use: int, command: str) -> str | None:
     """threads.busy_hint, reachable from commands whose `threads` option shadows the module."""
-    return threads.busy_hint(threads_in_use, command)
+    return threads.busy_hint(threads_in_use, command=command)
