@@ -35,7 +35,8 @@ from pathlib import Path
 from corpus_arg import add_corpus_argument, describe, find_corpus
 from quality import cpu_name
 
-from charlstm.corpus import default_corpus_files, read_text
+from charlstm.corpus import find_source, read_text
+from charlstm.token_cache import load_tokens
 
 TRAIN = (
     "import json, sys, charlstm; options = json.loads(sys.argv[1]); "
@@ -43,11 +44,11 @@ TRAIN = (
 )
 
 
-def builtin_text() -> str:
-    """The built-in corpus's text as `charlstm train` reads it: its files in order, each
-    ending with a newline."""
-    texts = (read_text(file) for file in default_corpus_files())
-    return "".join(text if text.endswith("\n") else text + "\n" for text in texts)
+def builtin_text(length: int) -> str:
+    """The first `length` characters of the built-in corpus, read by charlstm's own reader
+    (the token cache `charlstm train` reads it through), so the cut is exactly what a run sees."""
+    loaded = load_tokens(find_source(None), what="the built-in corpus")
+    return loaded.vocabulary.decode(loaded.tokens[:length])
 
 
 def parse_run(text: str) -> tuple[int, int, int]:
@@ -170,7 +171,7 @@ def main() -> None:
         if "builtin-cut" in args.corpora:
             length = len(read_text(find_corpus(args.corpus)))
             cut = Path(scratch) / f"python-stdlib-first-{length}.txt"
-            cut.write_text(builtin_text()[:length], encoding="utf-8")
+            cut.write_text(builtin_text(length), encoding="utf-8")
             corpora[cut.stem] = cut
         rows = run_plan(corpora, args)
     groups: dict[tuple, list[float]] = {}
